@@ -1,0 +1,40 @@
+"""Orbax checkpoints of the train state *and* the Grain iterator position.
+
+One checkpoint = {"state": params, optimiser state, gate running means, step;
+"data_iter": the training iterator's state}. Orbax writes each step into a
+temporary directory and renames it when complete, so a crash or SIGTERM
+during a save leaves the previous checkpoint intact; `latest_step()` only
+sees finished ones.
+"""
+
+from __future__ import annotations
+
+import grain
+import orbax.checkpoint as ocp
+
+
+def make_manager(directory: str, max_to_keep: int) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep, create=True, enable_async_checkpointing=True)
+  return ocp.CheckpointManager(directory, options=options,
+                               item_names=("state", "data_iter"))
+
+
+def save(manager: ocp.CheckpointManager, step: int, state, data_iter) -> None:
+  """Starts an async save of `state` and `data_iter` at `step`."""
+  manager.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(state),
+      data_iter=grain.checkpoint.CheckpointSave(data_iter)), force=True)
+
+
+def restore_latest(manager: ocp.CheckpointManager, abstract_state, data_iter):
+  """Restores the newest checkpoint into shardings of `abstract_state`
+  (a pytree of jax.ShapeDtypeStruct with .sharding) and moves `data_iter` to
+  its saved position. Returns the state, or None when there is none."""
+  step = manager.latest_step()
+  if step is None:
+    return None
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state),
+      data_iter=grain.checkpoint.CheckpointRestore(data_iter)))
+  return restored["state"]

@@ -1,0 +1,266 @@
+"""The embedded default data: a procedural "noisy web" image–text corpus.
+
+Every image is a small RGB scene (default 64×64): one to three coloured shapes
+on a textured background. For each image we write
+
+* a synthetic caption that describes it faithfully, except that with
+  probability `caption_error_rate` one attribute is wrong (as a real
+  captioner errs);
+* a raw text that behaves like alt-text, of one of three kinds (the kind is
+  kept in `meta.noise_kind`, for evaluation only):
+    matched     names every object, terse, in web style;
+    partial     names only part of the content, padded with junk
+                (file names, shop words);
+    mismatched  the alt-text of another image of the same split.
+* for the evaluation splits, a clean reference caption (`captions`) and class
+  labels of the largest object (`meta.label_shape`, `meta.label_color`);
+* `meta.scene`, a canonical description: two images with the same scene id
+  have interchangeable captions, so retrieval counts either as a hit.
+
+Position words are vertical only (top / middle / bottom) because training uses
+horizontal flips, which would make left/right descriptions wrong half the
+time. Objects are listed in random order so that word order carries no
+position.
+
+Run `python -m alip_jax.data.synthetic --out DIR` to build it; it also trains
+the SentencePiece tokenizer on the training texts and writes `counts.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import os
+import time
+
+import numpy as np
+from array_record.python.array_record_module import ArrayRecordWriter
+from PIL import Image, ImageDraw
+
+from alip_jax.data import records, tokenizer
+
+SHAPES = ("circle", "square", "triangle", "cross")
+COLORS = {
+    "red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220),
+    "yellow": (235, 215, 40), "purple": (150, 60, 190),
+    "orange": (245, 140, 30),
+}
+COLOR_NAMES = tuple(COLORS)
+SIZES = ("small", "large")
+ROWS = ("top", "middle", "bottom")
+NOISE_KINDS = ("matched", "partial", "mismatched")
+_JUNK = ("buy now", "free shipping", "best price", "sale 50% off",
+         "new arrival", "high quality", "click here", "download",
+         "wallpaper hd", "stock photo", "royalty free", "limited offer")
+_ALT_TEMPLATES = ("{}", "photo of {}", "{} | free download", "{} wallpaper",
+                  "{} - stock image", "my {}", "{} picture")
+
+
+@dataclasses.dataclass
+class CorpusConfig:
+  image_size: int = 64
+  num_train: int = 12_000
+  num_val: int = 500
+  num_test: int = 1_000
+  shards: int = 4
+  caption_error_rate: float = 0.1
+  # Shares of raw-text kinds, in NOISE_KINDS order.
+  noise_mix: tuple[float, float, float] = (0.5, 0.25, 0.25)
+  vocab_size: int = 512
+  seed: int = 0
+  jpeg_quality: int = 90
+
+
+def _scene(rng: np.random.Generator) -> list[dict]:
+  """Random objects: distinct columns, random row, shape, colour, size."""
+  n = int(rng.integers(1, 4))
+  columns = rng.permutation(3)[:n]
+  return [dict(shape=str(rng.choice(SHAPES)), color=str(rng.choice(COLOR_NAMES)),
+               size=str(rng.choice(SIZES)), row=str(rng.choice(ROWS)),
+               column=int(col)) for col in columns]
+
+
+def _render(objects: list[dict], size: int, rng: np.random.Generator) -> Image.Image:
+  """Textured background + shapes; drawn at 2× and downsampled (anti-alias)."""
+  big = 2 * size
+  # Low-saturation base (grey plus a small tint) so no shape colour vanishes.
+  base = rng.integers(70, 170) + rng.integers(-18, 19, size=3)
+  yy, xx = np.mgrid[0:big, 0:big] / big
+  angle = rng.uniform(0, 2 * np.pi)
+  gradient = (np.cos(angle) * xx + np.sin(angle) * yy)[..., None] * rng.uniform(-30, 30)
+  noise = rng.normal(0, 12, size=(big, big, 3))
+  background = np.clip(base + gradient + noise, 0, 255).astype(np.uint8)
+  image = Image.fromarray(background)
+  draw = ImageDraw.Draw(image)
+  cell = big / 3
+  for obj in objects:
+    radius = cell * (0.22 if obj["size"] == "small" else 0.42)
+    cx = cell * (obj["column"] + 0.5) + rng.uniform(-0.06, 0.06) * cell
+    cy = cell * (ROWS.index(obj["row"]) + 0.5) + rng.uniform(-0.06, 0.06) * cell
+    jitter = rng.integers(-20, 21, size=3)
+    fill = tuple(int(v) for v in np.clip(np.array(COLORS[obj["color"]]) + jitter, 0, 255))
+    box = (cx - radius, cy - radius, cx + radius, cy + radius)
+    if obj["shape"] == "circle":
+      draw.ellipse(box, fill=fill)
+    elif obj["shape"] == "square":
+      draw.rectangle(box, fill=fill)
+    elif obj["shape"] == "triangle":
+      draw.polygon([(cx, cy - radius), (cx - radius, cy + radius),
+                    (cx + radius, cy + radius)], fill=fill)
+    else:  # cross
+      arm = radius * 0.35
+      draw.rectangle((cx - radius, cy - arm, cx + radius, cy + arm), fill=fill)
+      draw.rectangle((cx - arm, cy - radius, cx + arm, cy + radius), fill=fill)
+  return image.resize((size, size), Image.Resampling.BILINEAR)
+
+
+def _describe(obj: dict) -> str:
+  where = {"top": "at the top", "middle": "in the middle",
+           "bottom": "at the bottom"}[obj["row"]]
+  return f"a {obj['size']} {obj['color']} {obj['shape']} {where}"
+
+
+def _join(parts: list[str]) -> str:
+  return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def scene_id(objects: list[dict]) -> str:
+  """Canonical description: scenes with equal ids have equal captions."""
+  return "; ".join(sorted(_describe(o) for o in objects))
+
+
+def caption_for(objects: list[dict], rng: np.random.Generator,
+                error_rate: float = 0.0) -> str:
+  """A faithful description; with prob. `error_rate` one attribute is wrong."""
+  objects = [dict(o) for o in objects]
+  if error_rate and rng.random() < error_rate:
+    obj = objects[int(rng.integers(len(objects)))]
+    attribute = str(rng.choice(["shape", "color", "size", "row"]))
+    choices = {"shape": SHAPES, "color": COLOR_NAMES, "size": SIZES, "row": ROWS}[attribute]
+    obj[attribute] = str(rng.choice([c for c in choices if c != obj[attribute]]))
+  order = rng.permutation(len(objects))
+  return _join([_describe(objects[i]) for i in order])
+
+
+def _alt_text(objects: list[dict], rng: np.random.Generator) -> str:
+  """Web-style alt-text naming every object (colour + shape, maybe size)."""
+  names = []
+  for i in rng.permutation(len(objects)):
+    obj = objects[i]
+    words = [obj["color"], obj["shape"]]
+    if rng.random() < 0.3:
+      words.insert(0, {"small": "tiny", "large": "big"}[obj["size"]])
+    names.append(" ".join(words))
+  text = str(rng.choice(_ALT_TEMPLATES)).format(" and ".join(names))
+  return text.title() if rng.random() < 0.2 else text
+
+
+def _partial_text(objects: list[dict], rng: np.random.Generator) -> str:
+  """Part of the content (one object, or one attribute of it) plus junk."""
+  obj = objects[int(rng.integers(len(objects)))]
+  part = str(rng.choice([f"{obj['color']} {obj['shape']}", obj["color"], obj["shape"]]))
+  if len(objects) == 1 and part == f"{obj['color']} {obj['shape']}":
+    part = obj["shape"]  # a single object named in full would be "matched"
+  filename = str(rng.choice(["IMG_{:04d}.jpg", "DSC{:05d}", "photo_{:03d}.png"])).format(
+      int(rng.integers(0, 10_000)))
+  junk = list(rng.choice(_JUNK, size=int(rng.integers(1, 3)), replace=False))
+  words = [filename, part] + junk
+  order = rng.permutation(len(words))
+  return " ".join(words[i] for i in order)
+
+
+def make_split(name: str, num: int, cfg: CorpusConfig, seed: int) -> list[dict]:
+  """Generates the samples of one split (images encoded as JPEG)."""
+  rng = np.random.default_rng(seed)
+  scenes = [_scene(rng) for _ in range(num)]
+  alt_texts = [_alt_text(s, rng) for s in scenes]
+  kinds = rng.choice(len(NOISE_KINDS), size=num, p=np.asarray(cfg.noise_mix) / sum(cfg.noise_mix))
+  samples = []
+  for i, objects in enumerate(scenes):
+    kind = NOISE_KINDS[kinds[i]]
+    if kind == "matched":
+      raw = alt_texts[i]
+    elif kind == "partial":
+      raw = _partial_text(objects, rng)
+    else:
+      other = (i + int(rng.integers(1, num))) % num if num > 1 else i
+      raw = alt_texts[other]
+    image = _render(objects, cfg.image_size, rng)
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=cfg.jpeg_quality)
+    largest = max(objects, key=lambda o: SIZES.index(o["size"]))
+    sample = dict(
+        key=f"{name}-{i:07d}", image=buf.getvalue(), raw_text=raw,
+        caption=caption_for(objects, rng, cfg.caption_error_rate),
+        meta=dict(noise_kind=kind, num_objects=len(objects), scene=scene_id(objects),
+                  label_shape=largest["shape"], label_color=largest["color"]))
+    if name != "train":
+      sample["captions"] = [caption_for(objects, rng, 0.0)]
+    samples.append(sample)
+  return samples
+
+
+def write_shards(samples: list[dict], out_dir: str, split: str, shards: int) -> list[str]:
+  """Writes contiguous runs of `samples` to `shards` ArrayRecord files."""
+  shards = max(1, min(shards, len(samples)))
+  paths = []
+  for s, chunk in enumerate(np.array_split(np.arange(len(samples)), shards)):
+    path = os.path.join(out_dir, f"{split}-{s:05d}-of-{shards:05d}.array_record")
+    # group_size:1 keeps random access cheap (one record per chunk).
+    writer = ArrayRecordWriter(path, "group_size:1")
+    for i in chunk:
+      writer.write(records.encode(samples[i]))
+    writer.close()
+    paths.append(path)
+  return paths
+
+
+def build(out_dir: str, cfg: CorpusConfig = CorpusConfig()) -> dict:
+  """Builds all splits, the tokenizer and counts.json in `out_dir`."""
+  os.makedirs(out_dir, exist_ok=True)
+  start = time.time()
+  counts = {}
+  train_texts = []
+  for offset, (split, num) in enumerate(
+      [("train", cfg.num_train), ("val", cfg.num_val), ("test", cfg.num_test)]):
+    samples = make_split(split, num, cfg, seed=cfg.seed * 1000 + offset)
+    write_shards(samples, out_dir, split, cfg.shards if split == "train" else 1)
+    counts[split] = len(samples)
+    if split == "train":
+      train_texts = [t for s in samples for t in (s["raw_text"], s["caption"])]
+  tokenizer.train_sentencepiece(train_texts, os.path.join(out_dir, "tokenizer.model"),
+                                vocab_size=cfg.vocab_size)
+  info = {"splits": counts, "config": dataclasses.asdict(cfg),
+          "build_seconds": round(time.time() - start, 1)}
+  with open(os.path.join(out_dir, "counts.json"), "w") as f:
+    json.dump(info, f, indent=1)
+  return info
+
+
+def ensure_built(out_dir: str, cfg: CorpusConfig = CorpusConfig()) -> dict:
+  """Builds the corpus unless `out_dir/counts.json` already describes it."""
+  counts_path = os.path.join(out_dir, "counts.json")
+  if os.path.exists(counts_path):
+    with open(counts_path) as f:
+      info = json.load(f)
+    if info.get("config") == json.loads(json.dumps(dataclasses.asdict(cfg))):
+      return info
+  return build(out_dir, cfg)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--out", required=True, help="output directory")
+  for field in dataclasses.fields(CorpusConfig):
+    if field.type in ("int", "float"):
+      parser.add_argument(f"--{field.name}", type=eval(field.type), default=field.default)
+  args = parser.parse_args()
+  cfg = CorpusConfig(**{k: v for k, v in vars(args).items() if k != "out"})
+  info = build(args.out, cfg)
+  print(json.dumps(info["splits"]), f"in {info['build_seconds']} s ->", args.out)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,80 @@
+"""SentencePiece tokenizer with CLIP-style fixed-length encoding.
+
+Encoding of one text, context length L:
+  [SOT, piece_1, ..., piece_k, EOT, PAD, ..., PAD]          (k <= L - 2)
+Over-long texts are truncated to L - 2 pieces and EOT is kept as the last real
+token (as CLIP forces the last token to EOT). PAD is id 0, so the EOT position
+of a row is `count(tokens != PAD) - 1`; the text tower pools there (CLIP pools
+at the EOT token, found in CLIP-BPE by argmax because EOT has the highest id;
+here we find it by position, which does not depend on the id order).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Iterable
+
+import numpy as np
+import sentencepiece as spm
+
+PAD_ID, UNK_ID, SOT_ID, EOT_ID = 0, 1, 2, 3
+
+
+def train_sentencepiece(texts: Iterable[str], model_path: str,
+                        vocab_size: int = 1024) -> None:
+  """Trains a unigram SentencePiece model on `texts` and writes it."""
+  model = io.BytesIO()
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(texts),
+      model_writer=model,
+      vocab_size=vocab_size,
+      # A small corpus may not support `vocab_size` pieces: take what it has.
+      hard_vocab_limit=False,
+      model_type="unigram",
+      character_coverage=1.0,
+      normalization_rule_name="nmt_nfkc_cf",  # NFKC + case folding
+      pad_id=PAD_ID, unk_id=UNK_ID, bos_id=SOT_ID, eos_id=EOT_ID,
+      num_threads=2,
+      minloglevel=2,
+  )
+  with open(model_path, "wb") as f:
+    f.write(model.getvalue())
+
+
+class Tokenizer:
+  """Text → int32 tokens of fixed length (see module docstring)."""
+
+  def __init__(self, model_path: str, context_length: int = 77):
+    if context_length < 2:
+      raise ValueError(f"context_length must be >= 2, got {context_length}")
+    self.model_path = model_path
+    self.context_length = context_length
+    self._sp = spm.SentencePieceProcessor(model_file=model_path)
+
+  @property
+  def vocab_size(self) -> int:
+    return self._sp.get_piece_size()
+
+  def encode(self, text: str) -> np.ndarray:
+    pieces = self._sp.encode(text)[: self.context_length - 2]
+    tokens = np.zeros(self.context_length, np.int32)
+    tokens[0] = SOT_ID
+    tokens[1 : 1 + len(pieces)] = pieces
+    tokens[1 + len(pieces)] = EOT_ID
+    return tokens
+
+  def encode_batch(self, texts: list[str]) -> np.ndarray:
+    return np.stack([self.encode(t) for t in texts]) if texts else np.zeros(
+        (0, self.context_length), np.int32)
+
+  def decode(self, tokens: np.ndarray) -> str:
+    ids = [int(t) for t in tokens if t not in (PAD_ID, SOT_ID, EOT_ID)]
+    return self._sp.decode(ids)
+
+  # SentencePieceProcessor is not picklable by default; Grain workers need it.
+  def __getstate__(self):
+    return {"model_path": self.model_path,
+            "context_length": self.context_length}
+
+  def __setstate__(self, state):
+    self.__init__(state["model_path"], state["context_length"])

@@ -1,0 +1,114 @@
+"""Zero-shot image↔text retrieval: R@1/5/10 in both directions.
+
+Protocol (Flickr30k/COCO style, generalised): every image has one or more
+reference captions; an image→text query is a hit at K if *any* positive
+caption is among the top K, and a text→image query if its image is. Items
+may carry a group id (the embedded corpus writes `meta.scene`): captions of
+images in the same group are interchangeable, so they count as positives too.
+Without groups each caption is positive only for its own image.
+
+Embeddings are computed in fixed-size batches on the mesh; the last batch is
+padded and the padding dropped, so every item is evaluated exactly once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import grain
+import jax
+import numpy as np
+
+from alip_jax.data import pipeline, records
+from alip_jax.data.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class RetrievalSet:
+  images: np.ndarray         # uint8 [N, H, W, 3]
+  texts: np.ndarray          # int32 [M, L]
+  text_image: np.ndarray     # int [M]: index of the image each text describes
+  image_group: np.ndarray    # [N] group ids (equal id ⇒ interchangeable captions)
+  keys: list[str]
+  skipped: int = 0
+
+
+def load_retrieval_set(files: list[str], tokenizer: Tokenizer, image_size: int,
+                       max_items: int | None = None) -> RetrievalSet:
+  source = grain.sources.ArrayRecordDataSource(files)
+  counter = pipeline.BadRecordCounter()
+  images, texts, text_image, groups, keys = [], [], [], [], []
+  for index in range(len(source) if max_items is None else min(max_items, len(source))):
+    rec = pipeline.decode_record(source[index])
+    if not counter(rec):
+      continue
+    raw = records.decode(source[index])
+    refs = [c.decode("utf-8") if isinstance(c, bytes) else c
+            for c in raw.get("captions") or [rec["caption"]]]
+    refs = [c for c in refs if c.strip()]
+    if not refs:
+      counter({"key": rec["key"], "error": "no_reference_caption"})
+      continue
+    for ref in refs:
+      texts.append(tokenizer.encode(ref))
+      text_image.append(len(images))
+    images.append(pipeline.eval_image(rec["image"], image_size))
+    groups.append((raw.get("meta") or {}).get("scene", rec["key"]))
+    keys.append(rec["key"])
+  if not images:
+    raise ValueError(f"no usable retrieval records in {files}")
+  if counter.total:
+    log.warning("retrieval set: skipped %d records %s", counter.total, dict(counter.counts))
+  _, group_ids = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
+  return RetrievalSet(np.stack(images), np.stack(texts), np.asarray(text_image),
+                      group_ids, keys, counter.total)
+
+
+def embed_in_batches(embed_fn, inputs: np.ndarray, batch_size: int, sharding) -> np.ndarray:
+  """Applies `embed_fn` to fixed-size sharded batches; pads the last one."""
+  outputs = []
+  for start in range(0, len(inputs), batch_size):
+    chunk = inputs[start : start + batch_size]
+    valid = len(chunk)
+    if valid < batch_size:
+      pad = np.zeros((batch_size - valid,) + chunk.shape[1:], chunk.dtype)
+      chunk = np.concatenate([chunk, pad])
+    out = embed_fn(jax.device_put(chunk, sharding))
+    outputs.append(np.asarray(jax.device_get(out))[:valid])
+  return np.concatenate(outputs)
+
+
+def recall_at_k(similarity: np.ndarray, positive: np.ndarray, ks=(1, 5, 10)) -> dict:
+  """similarity, positive: [queries, candidates]. Rank = #candidates scoring
+  strictly above the best positive; hit at K iff rank < K."""
+  best_positive = np.where(positive, similarity, -np.inf).max(axis=1)
+  rank = (similarity > best_positive[:, None]).sum(axis=1)
+  return {k: float(np.mean(rank < k)) for k in ks}
+
+
+def retrieval_metrics(image_emb: np.ndarray, text_emb: np.ndarray, text_image: np.ndarray,
+                      image_group: np.ndarray | None = None, ks=(1, 5, 10)) -> dict:
+  similarity = image_emb @ text_emb.T
+  if image_group is None:
+    positive = np.arange(len(image_emb))[:, None] == text_image[None, :]
+  else:
+    positive = image_group[:, None] == image_group[text_image][None, :]
+  metrics = {}
+  for k, v in recall_at_k(similarity, positive, ks).items():
+    metrics[f"i2t_R@{k}"] = v
+  for k, v in recall_at_k(similarity.T, positive.T, ks).items():
+    metrics[f"t2i_R@{k}"] = v
+  return metrics
+
+
+def evaluate(encode_image, encode_text, data: RetrievalSet, batch_size: int,
+             sharding) -> dict:
+  """encode_*: jitted functions of one padded batch → normalised embeddings."""
+  image_emb = embed_in_batches(encode_image, data.images, batch_size, sharding)
+  text_emb = embed_in_batches(encode_text, data.texts, batch_size, sharding)
+  metrics = retrieval_metrics(image_emb, text_emb, data.text_image, data.image_group)
+  metrics.update(num_images=len(data.images), num_texts=len(data.texts))
+  return metrics

@@ -1,0 +1,84 @@
+"""ALIP: the gated bi-path contrastive loss (Yang et al., ICCV 2023).
+
+Default = the official code's procedure (deepglint/ALIP train.py/loss.py), as
+`shared/specs/method-specs.md` §1.4 and §7 fix it, step by step:
+
+1. cosines per sample: S_tc = t·c, S_xt = x·t, S_xc = x·c (global batch);
+2. running means first: H ← m·H + (1−m)·mean(S), m = 0.99, H₀ = 1
+   (`update_before_weights=False` computes the weights with the old H, then
+   updates — the other reading of the paper's order-ambiguous Eqs. 1–4);
+3. Language Consistency Gate (sample weight), γ_s = 2:
+     W^s_raw = exp(γ_s·(S_tc − H_tc)),  W^s = W^s_raw if W^s_raw < 1 else 1;
+4. Description Consistency Gate (pair weights), γ_p = 2, *unclipped*, active
+   only where W^s_raw < 1 (this is the paper's Eq. 4, not a code quirk):
+     W^t = exp(γ_p·(S_xt − H_xt)) if W^s_raw < 1 else 1;  W^c likewise;
+5. per path, mean_i W^s_i·W^pair_i·(CE_i2t + CE_t2i)/2 (`normalization='sum'`
+   is the paper's −Σ_i without ½), total = raw path + caption path, one logit
+   scale shared by both paths.
+
+Every gate quantity is under stop_gradient and in float32. The official code
+writes γ = 2 as `exp(·)**2`; we write exp(γ·d), which is the same number up
+to float rounding. A gate switched off (the ablation of the paper's Table 4)
+contributes 1; the pair gates keep their W^s_raw < 1 condition even when the
+sample gate itself is off.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from alip_jax.losses.contrastive import infonce_per_sample, reduce_weighted
+
+GATE_NAMES = ("h_tc", "h_xt", "h_xc")
+
+
+def init_gate_state(init_mean: float = 1.0) -> dict:
+  """The three running means H_tc, H_xt, H_xc (train state, checkpointed)."""
+  return {name: jnp.asarray(init_mean, jnp.float32) for name in GATE_NAMES}
+
+
+def gates(x, t, c, gate_state: dict, cfg: ml_collections.ConfigDict):
+  """Returns (weights, new_gate_state, similarities); no gradient flows.
+
+  weights: {"sample": W^s, "raw_pair": W^t, "caption_pair": W^c}, each [N].
+  """
+  x, t, c = (jax.lax.stop_gradient(v).astype(jnp.float32) for v in (x, t, c))
+  sims = {"h_tc": jnp.sum(t * c, -1), "h_xt": jnp.sum(x * t, -1),
+          "h_xc": jnp.sum(x * c, -1)}
+  gate_state = jax.lax.stop_gradient(gate_state)
+  updated = {k: cfg.momentum * gate_state[k] + (1 - cfg.momentum) * jnp.mean(sims[k])
+             for k in GATE_NAMES}
+  means = updated if cfg.update_before_weights else gate_state
+
+  sample_raw = jnp.exp(cfg.gamma_sample * (sims["h_tc"] - means["h_tc"]))
+  below_mean = sample_raw < 1
+  ones = jnp.ones_like(sample_raw)
+  sample = jnp.where(below_mean, sample_raw, 1.0)
+  raw_pair = jnp.where(below_mean, jnp.exp(cfg.gamma_pair * (sims["h_xt"] - means["h_xt"])), 1.0)
+  caption_pair = jnp.where(below_mean, jnp.exp(cfg.gamma_pair * (sims["h_xc"] - means["h_xc"])), 1.0)
+  weights = {"sample": sample if cfg.sample_gate else ones,
+             "raw_pair": raw_pair if cfg.raw_pair_gate else ones,
+             "caption_pair": caption_pair if cfg.caption_pair_gate else ones}
+  similarities = {"s_tc": sims["h_tc"], "s_xt": sims["h_xt"], "s_xc": sims["h_xc"]}
+  return weights, updated, similarities
+
+
+def alip_loss(embeddings: dict, logit_scale, gate_state: dict,
+              cfg: ml_collections.ConfigDict):
+  """The ALIP loss over the global batch.
+
+  embeddings: {"image": x, "raw": t, "caption": c}, L2-normalised [N, D].
+  Returns (loss, new_gate_state, metrics); metrics carry the per-sample
+  weights and similarities ([N] arrays) for logging and analysis.
+  """
+  x, t, c = embeddings["image"], embeddings["raw"], embeddings["caption"]
+  weights, new_state, sims = gates(x, t, c, gate_state, cfg)
+  raw_loss = reduce_weighted(infonce_per_sample(x, t, logit_scale),
+                             weights["sample"] * weights["raw_pair"], cfg.normalization)
+  caption_loss = reduce_weighted(infonce_per_sample(x, c, logit_scale),
+                                 weights["sample"] * weights["caption_pair"], cfg.normalization)
+  metrics = {"loss_raw": raw_loss, "loss_caption": caption_loss,
+             **{f"weight_{k}": v for k, v in weights.items()}, **sims}
+  return raw_loss + caption_loss, new_state, metrics

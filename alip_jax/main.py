@@ -1,0 +1,36 @@
+"""Command line: train and evaluate one config.
+
+  python -m alip_jax.main --config configs/demo.py --workdir /tmp/alip_demo \
+      --config.train.steps=200
+
+Re-running the same command resumes from the newest checkpoint in --workdir.
+"""
+
+import logging
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from alip_jax import train
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:variant]).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and eval.json.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def setup_logging():
+  """Our INFO lines on stderr; libraries (Orbax is chatty) at WARNING."""
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  logging.getLogger("alip_jax").setLevel(logging.INFO)
+
+
+def main(argv):
+  del argv
+  setup_logging()
+  result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  print(" ".join(f"{k}={v:.4f}" for k, v in result["eval"].items() if "R@" in k))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,40 @@
+"""The image tower: a CLIP-style Vision Transformer with class-token pooling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from alip_jax.models.transformer import LN_EPS, Encoder
+
+
+class VisionTransformer(nn.Module):
+  patch_size: int
+  width: int
+  depth: int
+  num_heads: int
+  embed_dim: int
+  dtype: Any = jnp.float32
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, images):
+    """images: normalised float [B, H, W, 3] → unnormalised [B, embed_dim]."""
+    p = self.patch_size
+    x = nn.Conv(self.width, (p, p), strides=(p, p), use_bias=False,
+                dtype=self.dtype, name="patch_embed")(images)
+    batch, h, w, _ = x.shape
+    x = x.reshape(batch, h * w, self.width)
+    scale = self.width ** -0.5
+    cls = self.param("cls_token", nn.initializers.normal(scale), (self.width,))
+    pos = self.param("pos_embedding", nn.initializers.normal(scale),
+                     (h * w + 1, self.width))
+    cls = jnp.broadcast_to(cls.astype(x.dtype), (batch, 1, self.width))
+    x = jnp.concatenate([cls, x], axis=1) + pos.astype(x.dtype)
+    x = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="ln_pre")(x)
+    x = Encoder(self.depth, self.num_heads, dtype=self.dtype, remat=self.remat,
+                name="encoder")(x)
+    x = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="ln_post")(x[:, 0])
+    return nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype, name="proj")(x)

@@ -1,0 +1,240 @@
+"""The trainer, top to bottom: mesh → data → model/state → step → resume → loop.
+
+Everything that touches a batch works on the *global* batch: the loss is
+written as if on one device and `jax.jit` with NamedShardings lets XLA split
+it over the mesh, so 1 device and 8 devices give the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.experimental import multihost_utils
+
+from alip_jax import checkpointing, losses, mesh as mesh_lib, optim
+from alip_jax.data import pipeline, records, synthetic
+from alip_jax.data.tokenizer import SOT_ID, EOT_ID, Tokenizer
+from alip_jax.evaluation import retrieval
+from alip_jax.losses import alip
+from alip_jax.models import two_towers
+
+log = logging.getLogger(__name__)
+
+
+def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """Returns the data directory, building the embedded corpus if asked."""
+  data_dir = config.data.dir or os.path.join(workdir, "data")
+  if config.data.synthetic:
+    if jax.process_index() == 0:
+      synthetic.ensure_built(data_dir, synthetic.CorpusConfig(
+          num_train=config.data.synthetic_num_train))
+    multihost_utils.sync_global_devices("alip_jax:data_built")
+  return data_dir
+
+
+def make_model_and_tokenizer(config, data_dir):
+  tokenizer = Tokenizer(os.path.join(data_dir, "tokenizer.model"), config.data.context_length)
+  model = two_towers.from_config(config.model, tokenizer.vocab_size, config.data.context_length)
+  return model, tokenizer
+
+
+def init_params(model, config, rng):
+  image_size, length = config.data.image_size, config.data.context_length
+  images = jnp.zeros((1, image_size, image_size, 3), jnp.uint8)
+  tokens = jnp.zeros((1, length), jnp.int32).at[:, :2].set(jnp.array([SOT_ID, EOT_ID]))
+  return model.init(rng, images, {"raw": tokens})["params"]
+
+
+def make_train_step(model, config, tx):
+  """The pure update: (state, global batch) → (state, scalar summary)."""
+  text_names = losses.text_inputs(config.loss)
+  lr_schedule = optim.schedule(config.optim, config.train.steps)
+
+  def train_step(state, batch):
+    texts = {name: batch[f"{name}_tokens"] for name in text_names}
+
+    def loss_fn(params):
+      embeddings, logit_scale = model.apply({"params": params}, batch["image"], texts)
+      loss, gates, metrics = losses.compute_loss(config.loss, embeddings, logit_scale,
+                                                 state["gates"])
+      return loss, (gates, metrics)
+
+    (loss, (gates, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state["params"])
+    updates, opt_state = tx.update(grads, state["opt"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    # As open_clip / official ALIP: clamp the shared logit scale to [0, ln 100].
+    params = {**params, "logit_scale": jnp.clip(params["logit_scale"], 0.0,
+                                                two_towers.LOGIT_SCALE_MAX)}
+    new_state = {"step": state["step"] + 1, "params": params, "opt": opt_state,
+                 "gates": gates}
+    summary = {"loss": loss, "grad_norm": optax.global_norm(grads),
+               "logit_scale": params["logit_scale"], "lr": lr_schedule(state["step"]),
+               **{k: jnp.mean(v) for k, v in metrics.items()}, **gates}
+    return new_state, summary
+
+  return train_step
+
+
+def make_encoders(model, mesh):
+  """Jitted image/text encoders for evaluation, batch-sharded over 'data'."""
+  batch, rep = mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)
+  encode_image = jax.jit(
+      lambda p, x: model.apply({"params": p}, x, method=model.encode_image),
+      in_shardings=(rep, batch), out_shardings=batch)
+  encode_text = jax.jit(
+      lambda p, t: model.apply({"params": p}, t, method=model.encode_text),
+      in_shardings=(rep, batch), out_shardings=batch)
+  return encode_image, encode_text
+
+
+def _write_json(path: str, obj) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1)
+  os.replace(tmp, path)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains (resuming from `workdir` if it holds checkpoints) and evaluates.
+
+  Returns {"step", "eval": final retrieval metrics, "gates", "skipped"}.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  is_main = jax.process_index() == 0
+  if is_main:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=1))
+
+  # ---- Mesh and batch geometry.
+  mesh = mesh_lib.make_mesh(config.mesh)
+  local_batch = mesh_lib.check_batch_size(config.train.batch_size, mesh, jax.process_count())
+  if config.eval.batch_size % mesh.shape["data"]:
+    raise ValueError(f"config.eval.batch_size={config.eval.batch_size} is not divisible "
+                     f"by the data axis size {mesh.shape['data']}.")
+  batch_sharding = mesh_lib.batch_sharding(mesh)
+  log.info("mesh %s, global batch %d (%d per process)", dict(mesh.shape),
+               config.train.batch_size, local_batch)
+
+  # ---- Input.
+  data_dir = prepare_data(config, workdir)
+  model, tokenizer = make_model_and_tokenizer(config, data_dir)
+  bad_records = pipeline.BadRecordCounter()
+  train_iter = iter(pipeline.train_dataset(
+      records.split_files(data_dir, config.data.train_split).files, tokenizer,
+      config.data.image_size, local_batch, config.seed, bad_records,
+      num_threads=config.data.num_threads, prefetch=config.data.prefetch))
+  eval_set = retrieval.load_retrieval_set(
+      records.split_files(data_dir, config.data.eval_split).files, tokenizer,
+      config.data.image_size)
+
+  # ---- Model, optimiser and state (plain pytree, replicated: data parallel).
+  tx = optim.make_optimizer(config.optim, config.train.steps)
+
+  def init_state(rng):
+    params = init_params(model, config, rng)
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt": tx.init(params),
+            "gates": alip.init_gate_state(config.loss.alip.init_mean)}
+
+  rng = jax.random.key(config.seed)
+  abstract_state = jax.eval_shape(init_state, rng)
+  state_sharding = jax.tree.map(lambda _: mesh_lib.replicated(mesh), abstract_state)
+  num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_state["params"]))
+  log.info("model: %.2fM parameters", num_params / 1e6)
+
+  train_step = jax.jit(
+      make_train_step(model, config, tx),
+      in_shardings=(state_sharding, {k: batch_sharding for k in
+                                     ("image", "raw_tokens", "caption_tokens")}),
+      out_shardings=(state_sharding, mesh_lib.replicated(mesh)),
+      donate_argnums=0)
+
+  # ---- Resume or initialise.
+  manager = checkpointing.make_manager(os.path.join(workdir, "checkpoints"),
+                                       config.train.keep_checkpoints)
+  abstract_with_sharding = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      abstract_state, state_sharding)
+  state = checkpointing.restore_latest(manager, abstract_with_sharding, train_iter)
+  if state is None:
+    state = jax.jit(init_state, out_shardings=state_sharding)(rng)
+    log.info("initialised a new run in %s", workdir)
+  else:
+    log.info("resumed from step %d in %s", int(state["step"]), workdir)
+  first_step = int(state["step"])
+
+  # ---- Evaluation.
+  encode_image, encode_text = make_encoders(model, mesh)
+  eval_path = os.path.join(workdir, "eval.json")
+  eval_log = {}
+  if os.path.exists(eval_path):
+    with open(eval_path) as f:
+      eval_log = json.load(f)
+
+  def run_eval(step):
+    params = state["params"]
+    metrics = retrieval.evaluate(lambda x: encode_image(params, x),
+                                 lambda t: encode_text(params, t), eval_set,
+                                 config.eval.batch_size, batch_sharding)
+    eval_log[str(step)] = metrics
+    if is_main:
+      _write_json(eval_path, eval_log)
+    log.info("eval step %d: %s", step, " ".join(
+        f"{k}={v:.4f}" for k, v in metrics.items() if "R@" in k))
+    return metrics
+
+  # ---- The loop.
+  metrics_file = open(os.path.join(workdir, "metrics.jsonl"), "a") if is_main else None
+  total = config.train.steps
+  last_log_time, last_log_step = time.time(), first_step
+  for step in range(first_step + 1, total + 1):
+    batch = pipeline.to_global_batch(next(train_iter), batch_sharding)
+    state, summary = train_step(state, batch)
+
+    if step % config.train.log_every == 0 or step == total:
+      summary = {k: float(v) for k, v in jax.device_get(summary).items()}
+      if not math.isfinite(summary["loss"]):
+        raise FloatingPointError(
+            f"non-finite loss {summary['loss']} at step {step}; the last good "
+            f"checkpoint is step {manager.latest_step()} in {workdir}/checkpoints")
+      now = time.time()
+      summary["samples_per_s"] = (step - last_log_step) * config.train.batch_size / (
+          now - last_log_time)
+      summary["skipped_records"] = bad_records.total
+      last_log_time, last_log_step = now, step
+      log.info("step %d/%d loss %.4f (%s) scale %.2f lr %.2e %.0f samples/s", step,
+                   total, summary["loss"], " ".join(
+                       f"{k}={v:.3f}" for k, v in summary.items()
+                       if k.startswith(("loss_", "weight_", "h_"))),
+                   math.exp(summary["logit_scale"]), summary["lr"], summary["samples_per_s"])
+      if metrics_file:
+        metrics_file.write(json.dumps({"step": step, **summary}) + "\n")
+        metrics_file.flush()
+    if step % config.train.checkpoint_every == 0 or step == total:
+      checkpointing.save(manager, step, state, train_iter)
+    if config.train.eval_every and step % config.train.eval_every == 0 and step != total:
+      run_eval(step)
+
+  final = run_eval(total)
+  if manager.latest_step() != total:  # e.g. resumed a finished run
+    checkpointing.save(manager, total, state, train_iter)
+  manager.wait_until_finished()
+  manager.close()
+  if metrics_file:
+    metrics_file.close()
+  if bad_records.total:
+    log.warning("skipped %d bad training records: %s", bad_records.total,
+                    dict(bad_records.counts))
+  return {"step": total, "eval": final,
+          "gates": {k: float(v) for k, v in jax.device_get(state["gates"]).items()},
+          "skipped": dict(bad_records.counts), "state": state, "model": model,
+          "tokenizer": tokenizer, "data_dir": data_dir}

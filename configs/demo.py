@@ -1,0 +1,82 @@
+"""The embedded demo: tiny towers on the procedural noisy-web corpus.
+
+  python -m alip_jax.main --config configs/demo.py --workdir /tmp/alip_demo
+  python -m alip_jax.main --config configs/demo.py:clip_raw --workdir ...
+
+Variants (after the colon), same data, steps and seed:
+  alip          ALIP, official-code gates (default)
+  clip_raw      CLIP on raw web text only
+  clip_caption  CLIP on synthetic captions only
+  bipath        both paths, no gates (= ALIP with every gate off)
+"""
+
+import ml_collections
+
+VARIANTS = ("alip", "clip_raw", "clip_caption", "bipath")
+
+
+def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
+  if variant not in VARIANTS:
+    raise ValueError(f"configs/demo.py variant must be one of {VARIANTS}, got {variant!r}")
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.dir = ""            # "" = <workdir>/data
+  c.data.synthetic = True    # build the embedded corpus in data.dir if missing
+  c.data.synthetic_num_train = 12_000
+  c.data.image_size = 64
+  c.data.context_length = 32
+  c.data.train_split = "train"
+  c.data.eval_split = "test"
+  c.data.num_threads = 2     # Grain read threads; worker processes: see docs
+  c.data.prefetch = 64
+
+  c.model = ml_collections.ConfigDict()
+  c.model.image = ml_collections.ConfigDict(dict(patch_size=8, width=96, depth=2, heads=4))
+  c.model.text = ml_collections.ConfigDict(dict(width=96, depth=2, heads=4))
+  c.model.embed_dim = 96
+  c.model.dtype = "float32"  # compute dtype; parameters stay float32
+  c.model.remat = False
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.name = "alip"
+  c.loss.path = "both"       # clip only: raw | caption | both
+  c.loss.normalization = "mean_half"
+  c.loss.alip = ml_collections.ConfigDict(dict(
+      momentum=0.99, init_mean=1.0, gamma_sample=2.0, gamma_pair=2.0,
+      update_before_weights=True, normalization="mean_half",
+      sample_gate=True, raw_pair_gate=True, caption_pair_gate=True))
+  if variant == "clip_raw":
+    c.loss.name, c.loss.path = "clip", "raw"
+  elif variant == "clip_caption":
+    c.loss.name, c.loss.path = "clip", "caption"
+  elif variant == "bipath":
+    c.loss.name, c.loss.path = "clip", "both"
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 1e-3
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.98
+  c.optim.eps = 1e-8
+  c.optim.weight_decay = 0.2
+  c.optim.decay_mask = "matrices"  # 'all' = the official code (decays everything)
+  c.optim.grad_clip = 1.0
+  c.optim.schedule = "warmup_cosine"  # or 'onecycle' (the official recipe)
+  c.optim.warmup_steps = 50
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 128   # global, over all devices and hosts
+  c.train.steps = 350
+  c.train.log_every = 50
+  c.train.checkpoint_every = 250
+  c.train.keep_checkpoints = 2
+  c.train.eval_every = 0     # 0 = only at the end
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 250
+
+  # Mesh axis sizes; -1 = all remaining devices. The batch is split over
+  # 'data'; 'model' is reserved for tensor parallelism.
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
+  return c

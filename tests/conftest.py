@@ -1,0 +1,51 @@
+"""Test set-up: 8 forced CPU devices (set before jax is imported)."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+from absl import flags  # noqa: E402
+
+# Grain reads absl flags; outside absl.app.run they must be marked parsed.
+flags.FLAGS.mark_as_parsed()
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: end-to-end runs (still run in CI)")
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+  """A small embedded corpus, built once per test session."""
+  from alip_jax.data import synthetic
+  out = str(tmp_path_factory.mktemp("corpus"))
+  synthetic.build(out, synthetic.CorpusConfig(num_train=1500, num_val=50, num_test=200,
+                                              shards=3, vocab_size=256))
+  return out
+
+
+def tiny_config(variant="alip"):
+  """configs/demo.py shrunk for tests (one place, so tests stay in step)."""
+  from configs import demo
+  c = demo.get_config(variant)
+  c.data.image_size = 32
+  c.data.context_length = 32
+  c.data.num_threads = 1
+  c.data.synthetic = False
+  c.model.image.update(patch_size=8, width=32, depth=1, heads=2)
+  c.model.text.update(width=32, depth=1, heads=2)
+  c.model.embed_dim = 32
+  c.train.batch_size = 16
+  c.train.steps = 6
+  c.train.log_every = 2
+  c.train.checkpoint_every = 3
+  c.optim.warmup_steps = 2
+  c.eval.batch_size = 40
+  return c
+
+
+assert jax.device_count() == 8, "tests need 8 devices: import jax only after conftest"
