@@ -6,8 +6,6 @@
 Re-running the same command resumes from the newest checkpoint in --workdir.
 """
 
-import logging
-
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -18,16 +16,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def setup_logging():
-  """Our INFO lines on stderr; libraries (Orbax is chatty) at WARNING."""
-  from absl import logging as absl_logging
-  absl_logging.set_verbosity(absl_logging.WARNING)
-  logging.getLogger("alip_jax").setLevel(logging.INFO)
-
-
 def main(argv):
   del argv
-  setup_logging()
+  train.setup_logging()
   result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   print(" ".join(f"{k}={v:.4f}" for k, v in result["eval"].items() if "R@" in k))
 

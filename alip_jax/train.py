@@ -27,7 +27,15 @@ from alip_jax.evaluation import retrieval
 from alip_jax.losses import alip
 from alip_jax.models import two_towers
 
+BATCH_KEYS = ("image", "raw_tokens", "caption_tokens")
 log = logging.getLogger(__name__)
+
+
+def setup_logging():
+  """Our INFO lines on stderr; libraries (Orbax is chatty) at WARNING."""
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  logging.getLogger("alip_jax").setLevel(logging.INFO)
 
 
 def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -85,6 +93,30 @@ def make_train_step(model, config, tx):
   return train_step
 
 
+def build_training(model, config, mesh):
+  """Returns (init_state(rng), jitted train_step, state_sharding) for `mesh`.
+
+  The train state is a plain pytree {"step", "params", "opt", "gates"},
+  replicated over the mesh (data parallel); batches are split over 'data'.
+  """
+  tx = optim.make_optimizer(config.optim, config.train.steps)
+
+  def init_state(rng):
+    params = init_params(model, config, rng)
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt": tx.init(params),
+            "gates": alip.init_gate_state(config.loss.alip.init_mean)}
+
+  abstract_state = jax.eval_shape(init_state, jax.random.key(0))
+  state_sharding = jax.tree.map(lambda _: mesh_lib.replicated(mesh), abstract_state)
+  batch_sharding = mesh_lib.batch_sharding(mesh)
+  train_step = jax.jit(
+      make_train_step(model, config, tx),
+      in_shardings=(state_sharding, {k: batch_sharding for k in BATCH_KEYS}),
+      out_shardings=(state_sharding, mesh_lib.replicated(mesh)),
+      donate_argnums=0)
+  return init_state, train_step, state_sharding
+
+
 def make_encoders(model, mesh):
   """Jitted image/text encoders for evaluation, batch-sharded over 'data'."""
   batch, rep = mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)
@@ -104,8 +136,12 @@ def _write_json(path: str, obj) -> None:
   os.replace(tmp, path)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       stop_after: int | None = None) -> dict:
   """Trains (resuming from `workdir` if it holds checkpoints) and evaluates.
+
+  `stop_after` ends this run after that step with a checkpoint and no final
+  evaluation, as a preemption would; re-running resumes from there.
 
   Returns {"step", "eval": final retrieval metrics, "gates", "skipped"}.
   """
@@ -123,7 +159,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                      f"by the data axis size {mesh.shape['data']}.")
   batch_sharding = mesh_lib.batch_sharding(mesh)
   log.info("mesh %s, global batch %d (%d per process)", dict(mesh.shape),
-               config.train.batch_size, local_batch)
+           config.train.batch_size, local_batch)
 
   # ---- Input.
   data_dir = prepare_data(config, workdir)
@@ -138,25 +174,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       config.data.image_size)
 
   # ---- Model, optimiser and state (plain pytree, replicated: data parallel).
-  tx = optim.make_optimizer(config.optim, config.train.steps)
-
-  def init_state(rng):
-    params = init_params(model, config, rng)
-    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt": tx.init(params),
-            "gates": alip.init_gate_state(config.loss.alip.init_mean)}
-
+  init_state, train_step, state_sharding = build_training(model, config, mesh)
   rng = jax.random.key(config.seed)
   abstract_state = jax.eval_shape(init_state, rng)
-  state_sharding = jax.tree.map(lambda _: mesh_lib.replicated(mesh), abstract_state)
   num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_state["params"]))
   log.info("model: %.2fM parameters", num_params / 1e6)
-
-  train_step = jax.jit(
-      make_train_step(model, config, tx),
-      in_shardings=(state_sharding, {k: batch_sharding for k in
-                                     ("image", "raw_tokens", "caption_tokens")}),
-      out_shardings=(state_sharding, mesh_lib.replicated(mesh)),
-      donate_argnums=0)
 
   # ---- Resume or initialise.
   manager = checkpointing.make_manager(os.path.join(workdir, "checkpoints"),
@@ -196,7 +218,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   metrics_file = open(os.path.join(workdir, "metrics.jsonl"), "a") if is_main else None
   total = config.train.steps
   last_log_time, last_log_step = time.time(), first_step
-  for step in range(first_step + 1, total + 1):
+  last_step = total if stop_after is None else min(stop_after, total)
+  for step in range(first_step + 1, last_step + 1):
     batch = pipeline.to_global_batch(next(train_iter), batch_sharding)
     state, summary = train_step(state, batch)
 
@@ -214,19 +237,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       log.info("step %d/%d loss %.4f (%s) scale %.2f lr %.2e %.0f samples/s", step,
                    total, summary["loss"], " ".join(
                        f"{k}={v:.3f}" for k, v in summary.items()
-                       if k.startswith(("loss_", "weight_", "h_"))),
+                       if k.startswith(("loss_", "infonce_", "weight_", "h_"))),
                    math.exp(summary["logit_scale"]), summary["lr"], summary["samples_per_s"])
       if metrics_file:
         metrics_file.write(json.dumps({"step": step, **summary}) + "\n")
         metrics_file.flush()
-    if step % config.train.checkpoint_every == 0 or step == total:
+    if step % config.train.checkpoint_every == 0 or step == last_step:
       checkpointing.save(manager, step, state, train_iter)
     if config.train.eval_every and step % config.train.eval_every == 0 and step != total:
       run_eval(step)
 
-  final = run_eval(total)
-  if manager.latest_step() != total:  # e.g. resumed a finished run
-    checkpointing.save(manager, total, state, train_iter)
+  final = run_eval(total) if last_step == total else {}
   manager.wait_until_finished()
   manager.close()
   if metrics_file:
@@ -234,7 +255,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if bad_records.total:
     log.warning("skipped %d bad training records: %s", bad_records.total,
                     dict(bad_records.counts))
-  return {"step": total, "eval": final,
+  return {"step": int(state["step"]), "eval": final,
           "gates": {k: float(v) for k, v in jax.device_get(state["gates"]).items()},
           "skipped": dict(bad_records.counts), "state": state, "model": model,
           "tokenizer": tokenizer, "data_dir": data_dir}

@@ -63,11 +63,11 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
   c.optim.decay_mask = "matrices"  # 'all' = the official code (decays everything)
   c.optim.grad_clip = 1.0
   c.optim.schedule = "warmup_cosine"  # or 'onecycle' (the official recipe)
-  c.optim.warmup_steps = 50
+  c.optim.warmup_steps = 30
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 128   # global, over all devices and hosts
-  c.train.steps = 350
+  c.train.steps = 300
   c.train.log_every = 50
   c.train.checkpoint_every = 250
   c.train.keep_checkpoints = 2

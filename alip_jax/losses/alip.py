@@ -71,14 +71,18 @@ def alip_loss(embeddings: dict, logit_scale, gate_state: dict,
 
   embeddings: {"image": x, "raw": t, "caption": c}, L2-normalised [N, D].
   Returns (loss, new_gate_state, metrics); metrics carry the per-sample
-  weights and similarities ([N] arrays) for logging and analysis.
+  weights, similarities and ungated InfoNCE terms ([N] arrays) for logging.
   """
   x, t, c = embeddings["image"], embeddings["raw"], embeddings["caption"]
   weights, new_state, sims = gates(x, t, c, gate_state, cfg)
-  raw_loss = reduce_weighted(infonce_per_sample(x, t, logit_scale),
-                             weights["sample"] * weights["raw_pair"], cfg.normalization)
-  caption_loss = reduce_weighted(infonce_per_sample(x, c, logit_scale),
-                                 weights["sample"] * weights["caption_pair"], cfg.normalization)
+  ce_raw = infonce_per_sample(x, t, logit_scale)
+  ce_caption = infonce_per_sample(x, c, logit_scale)
+  raw_loss = reduce_weighted(ce_raw, weights["sample"] * weights["raw_pair"], cfg.normalization)
+  caption_loss = reduce_weighted(ce_caption, weights["sample"] * weights["caption_pair"],
+                                 cfg.normalization)
+  # The ungated per-sample InfoNCE too: the gated loss can rise while the
+  # model improves, because the weights grow as the running means fall.
   metrics = {"loss_raw": raw_loss, "loss_caption": caption_loss,
+             "infonce_raw": ce_raw, "infonce_caption": ce_caption,
              **{f"weight_{k}": v for k, v in weights.items()}, **sims}
   return raw_loss + caption_loss, new_state, metrics

@@ -1,0 +1,96 @@
+"""One trainer step gives the same numbers on 1 device and on meshes of 8."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from alip_jax import mesh as mesh_lib, train
+from alip_jax.data.tokenizer import EOT_ID, SOT_ID
+from alip_jax.models import two_towers
+from conftest import tiny_config
+
+VOCAB = 64
+
+
+def random_batch(config, seed=0):
+  rng = np.random.default_rng(seed)
+  n, size, length = config.train.batch_size, config.data.image_size, config.data.context_length
+
+  def tokens():
+    out = np.zeros((n, length), np.int32)
+    for i, k in enumerate(rng.integers(1, length - 1, size=n)):
+      out[i, 0], out[i, 1 : k + 1], out[i, k + 1] = SOT_ID, rng.integers(4, VOCAB, k), EOT_ID
+    return out
+
+  return {"image": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+          "raw_tokens": tokens(), "caption_tokens": tokens()}
+
+
+def run_steps(config, mesh_sizes, devices, num_steps=2):
+  mesh = mesh_lib.make_mesh(mesh_sizes, devices)
+  model = two_towers.from_config(config.model, VOCAB, config.data.context_length)
+  init_state, train_step, state_sharding = train.build_training(model, config, mesh)
+  state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(0))
+  summaries = []
+  for step in range(num_steps):
+    batch = {k: jax.device_put(v, mesh_lib.batch_sharding(mesh))
+             for k, v in random_batch(config, step).items()}
+    state, summary = train_step(state, batch)
+    summaries.append(jax.device_get(summary))
+  return jax.device_get(state), summaries
+
+
+@pytest.mark.parametrize("variant", ["alip", "clip_raw"])
+def test_same_numbers_on_1_and_8_devices(variant):
+  config = tiny_config(variant)
+  # The attention key bias has an exactly-zero true gradient (softmax ignores
+  # it), so its float-noise gradient differs with reduction order, and Adam
+  # with eps=1e-8 turns any noise into a ±lr step. A larger eps compares the
+  # sharding, not that amplification.
+  config.optim.eps = 1e-4
+  ref_state, ref_summaries = run_steps(config, dict(data=1, model=1), jax.devices()[:1])
+  for sizes in (dict(data=8, model=1), dict(data=4, model=2)):
+    state, summaries = run_steps(config, sizes, jax.devices())
+    for got, want in zip(summaries, ref_summaries):
+      for k in ("loss", "grad_norm", "h_tc", "h_xt", "h_xc"):
+        np.testing.assert_allclose(got[k], want[k], rtol=2e-5, err_msg=f"{sizes} {k}")
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 state["params"], ref_state["params"])
+    np.testing.assert_array_equal(state["step"], 2)
+
+
+def test_logit_scale_is_clamped():
+  config = tiny_config()
+  config.optim.lr = 10.0  # absurd on purpose: the update would leave [0, ln 100]
+  config.optim.grad_clip = 1e9
+  state, _ = run_steps(config, dict(data=1, model=1), jax.devices()[:1], num_steps=1)
+  assert 0.0 <= float(state["params"]["logit_scale"]) <= two_towers.LOGIT_SCALE_MAX + 1e-6
+
+
+def test_batch_not_dividing_the_mesh_is_a_clear_error():
+  mesh = mesh_lib.make_mesh(dict(data=-1, model=1))
+  with pytest.raises(ValueError, match=r"batch_size=12 is not divisible by the mesh's data axis size 8.*multiple of 8"):
+    mesh_lib.check_batch_size(12, mesh, 1)
+
+
+def test_mesh_that_does_not_fit_the_devices_is_a_clear_error():
+  with pytest.raises(ValueError, match="needs 6 devices but 8 are present"):
+    mesh_lib.make_mesh(dict(data=3, model=2))
+  with pytest.raises(ValueError, match="not divisible by the fixed axes' product 3"):
+    mesh_lib.make_mesh(dict(data=-1, model=3))
+  assert dict(mesh_lib.make_mesh(dict(data=-1, model=2)).shape) == {"data": 4, "model": 2}
+
+
+def test_bfloat16_compute_keeps_float32_params_and_embeddings():
+  config = tiny_config()
+  config.model.dtype = "bfloat16"
+  state, summaries = run_steps(config, dict(data=-1, model=1), jax.devices(), num_steps=1)
+  assert np.isfinite(summaries[0]["loss"])
+  assert {x.dtype for x in jax.tree.leaves(state["params"])} == {np.dtype("float32")}
+  model = two_towers.from_config(config.model, VOCAB, config.data.context_length)
+  batch = random_batch(config)
+  embeddings, _ = model.apply({"params": state["params"]}, batch["image"],
+                              {"raw": batch["raw_tokens"]})
+  assert embeddings["image"].dtype == jnp.float32 and embeddings["raw"].dtype == jnp.float32
+  np.testing.assert_allclose(np.linalg.norm(embeddings["raw"], axis=-1), 1.0, rtol=1e-5)
