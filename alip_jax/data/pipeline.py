@@ -75,7 +75,9 @@ def _bad(key, reason, detail=""):
 
 
 def decode_record(data: bytes) -> dict:
-  """bytes → {"key", "image": PIL RGB, "raw_text", "caption", ...} or an error dict."""
+  """bytes → {"key", "image": PIL RGB, "raw_text", "caption", "captions", "meta"}
+  with texts decoded and checked, or an error dict {"key", "error", "detail"}.
+  `captions` (list of bytes/str) and `meta` (dict) are passed through as stored."""
   try:
     rec = records.decode(data)
   except Exception as e:  # pylint: disable=broad-except
@@ -102,7 +104,8 @@ def decode_record(data: bytes) -> dict:
     image = image.convert("RGB")  # forces the full decode; catches truncation
   except Exception as e:  # pylint: disable=broad-except
     return _bad(key, "corrupt_image", repr(e)[:200])
-  return {"key": str(key), "image": image, **texts}
+  return {"key": str(key), "image": image, **texts,
+          "captions": rec.get("captions") or [], "meta": rec.get("meta") or {}}
 
 
 def random_resized_crop_box(width: int, height: int, rng: np.random.Generator,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import grain
 import numpy as np
 
-from alip_jax.data import pipeline, records
+from alip_jax.data import pipeline
 from alip_jax.evaluation.retrieval import embed_in_batches
 
 
@@ -43,7 +43,7 @@ def lcg_weights(encode_text, files, tokenizer, h_tc: float, gamma_sample: float,
       continue
     raw.append(tokenizer.encode(rec["raw_text"]))
     caption.append(tokenizer.encode(rec["caption"]))
-    kinds.append((records.decode(source[index]).get("meta") or {}).get("noise_kind"))
+    kinds.append(rec["meta"].get("noise_kind"))
   t = embed_in_batches(encode_text, np.stack(raw), batch_size, sharding)
   c = embed_in_batches(encode_text, np.stack(caption), batch_size, sharding)
   s_tc = np.sum(t * c, axis=-1)

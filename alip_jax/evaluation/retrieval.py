@@ -20,7 +20,7 @@ import grain
 import jax
 import numpy as np
 
-from alip_jax.data import pipeline, records
+from alip_jax.data import pipeline
 from alip_jax.data.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -45,9 +45,8 @@ def load_retrieval_set(files: list[str], tokenizer: Tokenizer, image_size: int,
     rec = pipeline.decode_record(source[index])
     if not counter(rec):
       continue
-    raw = records.decode(source[index])
-    refs = [c.decode("utf-8") if isinstance(c, bytes) else c
-            for c in raw.get("captions") or [rec["caption"]]]
+    refs = [c.decode("utf-8", errors="replace") if isinstance(c, bytes) else c
+            for c in rec["captions"] or [rec["caption"]]]
     refs = [c for c in refs if c.strip()]
     if not refs:
       counter({"key": rec["key"], "error": "no_reference_caption"})
@@ -56,7 +55,7 @@ def load_retrieval_set(files: list[str], tokenizer: Tokenizer, image_size: int,
       texts.append(tokenizer.encode(ref))
       text_image.append(len(images))
     images.append(pipeline.eval_image(rec["image"], image_size))
-    groups.append((raw.get("meta") or {}).get("scene", rec["key"]))
+    groups.append(rec["meta"].get("scene", rec["key"]))
     keys.append(rec["key"])
   if not images:
     raise ValueError(f"no usable retrieval records in {files}")
