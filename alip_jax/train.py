@@ -51,7 +51,8 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> str:
 
 def make_model_and_tokenizer(config, data_dir):
   tokenizer = Tokenizer(os.path.join(data_dir, "tokenizer.model"), config.data.context_length)
-  model = two_towers.from_config(config.model, tokenizer.vocab_size, config.data.context_length)
+  model = two_towers.from_config(config.model, tokenizer.vocab_size, config.data.context_length,
+                                *losses.logit_init(config.loss))
   return model, tokenizer
 
 
@@ -64,15 +65,17 @@ def init_params(model, config, rng):
 
 def make_train_step(model, config, tx):
   """The pure update: (state, global batch) → (state, scalar summary)."""
-  text_names = losses.text_inputs(config.loss)
   lr_schedule = optim.schedule(config.optim, config.train.steps)
 
   def train_step(state, batch):
-    texts = {name: batch[f"{name}_tokens"] for name in text_names}
+    # Per-step randomness (caption mixing) from the seed and the step alone,
+    # so it does not depend on the mesh and repeats exactly after a resume.
+    rng = jax.random.fold_in(jax.random.key(config.seed), state["step"])
+    texts = losses.select_texts(config.loss, batch, rng)
 
     def loss_fn(params):
-      embeddings, logit_scale = model.apply({"params": params}, batch["image"], texts)
-      loss, gates, metrics = losses.compute_loss(config.loss, embeddings, logit_scale,
+      embeddings, logit_params = model.apply({"params": params}, batch["image"], texts)
+      loss, gates, metrics = losses.compute_loss(config.loss, embeddings, logit_params,
                                                  state["gates"])
       return loss, (gates, metrics)
 
@@ -86,7 +89,8 @@ def make_train_step(model, config, tx):
     new_state = {"step": state["step"] + 1, "params": params, "opt": opt_state,
                  "gates": gates}
     summary = {"loss": loss, "grad_norm": optax.global_norm(grads),
-               "logit_scale": params["logit_scale"], "lr": lr_schedule(state["step"]),
+               **{k: params[k] for k in ("logit_scale", "logit_bias") if k in params},
+               "lr": lr_schedule(state["step"]),
                **{k: jnp.mean(v) for k, v in metrics.items()}, **gates}
     return new_state, summary
 
@@ -237,7 +241,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       log.info("step %d/%d loss %.4f (%s) scale %.2f lr %.2e %.0f samples/s", step,
                    total, summary["loss"], " ".join(
                        f"{k}={v:.3f}" for k, v in summary.items()
-                       if k.startswith(("loss_", "infonce_", "weight_", "h_"))),
+                       if k.startswith(("loss_", "infonce_", "weight_", "h_", "softclip_"))),
                    math.exp(summary["logit_scale"]), summary["lr"], summary["samples_per_s"])
       if metrics_file:
         metrics_file.write(json.dumps({"step": step, **summary}) + "\n")

@@ -8,11 +8,14 @@ Variants (after the colon), same data, steps and seed:
   clip_raw      CLIP on raw web text only
   clip_caption  CLIP on synthetic captions only
   bipath        both paths, no gates (= ALIP with every gate off)
+  siglip        SigLIP sigmoid loss on both paths
+  softclip      SoftCLIP (reconstructed) on both paths
+  mix           VeCLIP-style mixing: caption with prob. 0.5, else raw text
 """
 
 import ml_collections
 
-VARIANTS = ("alip", "clip_raw", "clip_caption", "bipath")
+VARIANTS = ("alip", "clip_raw", "clip_caption", "bipath", "siglip", "softclip", "mix")
 
 
 def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
@@ -41,18 +44,27 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
 
   c.loss = ml_collections.ConfigDict()
   c.loss.name = "alip"
-  c.loss.path = "both"       # clip only: raw | caption | both
+  c.loss.path = "both"       # clip, siglip, softclip: raw | caption | both
   c.loss.normalization = "mean_half"
   c.loss.alip = ml_collections.ConfigDict(dict(
       momentum=0.99, init_mean=1.0, gamma_sample=2.0, gamma_pair=2.0,
       update_before_weights=True, normalization="mean_half",
       sample_gate=True, raw_pair_gate=True, caption_pair_gate=True))
+  # SoftCLIP is reconstructed: every unknown is here (spec §7 defaults).
+  c.loss.softclip = ml_collections.ConfigDict(dict(
+      target_source="own_modality", target_temperature=0.1, alpha=0.2, beta=1.0,
+      keep_hard_clip=False))
+  c.loss.mix = ml_collections.ConfigDict(dict(caption_prob=0.5))
   if variant == "clip_raw":
     c.loss.name, c.loss.path = "clip", "raw"
   elif variant == "clip_caption":
     c.loss.name, c.loss.path = "clip", "caption"
   elif variant == "bipath":
     c.loss.name, c.loss.path = "clip", "both"
+  elif variant in ("siglip", "softclip"):
+    c.loss.name, c.loss.path = variant, "both"
+  elif variant == "mix":
+    c.loss.name = "mix"
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 1e-3

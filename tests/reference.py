@@ -43,3 +43,77 @@ def alip_official(x, t, c, logit_scale, h, momentum=0.99, update_first=True,
   else:  # the paper's Eq. 5–6: −Σ_i over the batch, no ½
     loss = terms_raw.sum() + terms_cap.sum()
   return loss, new_h, {"sample": ws, "raw_pair": wt, "caption_pair": wc}
+
+
+# ---- Per-loss references with analytic gradients. Each returns the loss and
+# G = ∂L/∂z for the logit matrix z = s·x yᵀ (+ b); `chain` turns G into
+# gradients of x, y, log s (and b).
+
+def softmax(z, axis):
+  e = np.exp(z - z.max(axis=axis, keepdims=True))
+  return e / e.sum(axis=axis, keepdims=True)
+
+
+def chain(g, x, y, log_scale):
+  s = np.exp(log_scale)
+  return {"x": s * g @ y, "y": s * g.T @ x, "log_scale": np.sum(g * s * (x @ y.T)),
+          "bias": np.sum(g)}
+
+
+def infonce(x, y, log_scale, weights=None):
+  """mean_i w_i (CE_i2t + CE_t2i)/2 and its G (w constant)."""
+  n = len(x)
+  w = np.ones(n) if weights is None else weights
+  z = np.exp(log_scale) * x @ y.T
+  loss = (w * infonce_terms(x, y, log_scale) / 2).mean()
+  g = (w[:, None] * softmax(z, 1) + softmax(z, 0) * w[None, :] - 2 * np.diag(w)) / (2 * n)
+  return loss, g
+
+
+def siglip(x, y, log_scale, bias):
+  n = len(x)
+  z = np.exp(log_scale) * x @ y.T + bias
+  labels = 2 * np.eye(n) - 1
+  loss = np.sum(np.logaddexp(0, -labels * z)) / n      # −log σ(l·z) = softplus(−l·z)
+  g = -labels / (1 + np.exp(labels * z)) / n           # ∂/∂z softplus(−l·z)
+  return loss, g
+
+
+def softclip(x, y, log_scale, tau_s=0.1, alpha=0.2, beta=1.0, source="own_modality",
+             targets_from=None):
+  """The §7 reconstruction: ½ mean KL(Y‖P) both ways + β·½ mean KL(Ȳ‖P̄).
+  The targets are stop-gradient: `targets_from=(x0, y0)` builds them from
+  fixed embeddings (for finite differences); by default from x, y."""
+  n = len(x)
+  eye = np.eye(n, dtype=bool)
+  z = np.exp(log_scale) * x @ y.T
+  x_t, y_t = targets_from if targets_from is not None else (x, y)
+  q_x = softmax(x_t @ x_t.T / tau_s, 1)
+  q_y = softmax(y_t @ y_t.T / tau_s, 1)
+  prior = {"own_modality": (q_x, q_y), "other_modality": (q_y, q_x),
+           "mean": ((q_x + q_y) / 2, (q_x + q_y) / 2)}[source]
+  loss, grads = 0.0, []
+  for logits, q in ((z, prior[0]), (z.T, prior[1])):
+    p = softmax(logits, 1)
+    target = (1 - alpha) * np.eye(n) + alpha * q
+    kl_soft = np.sum(target * (np.log(target) - np.log(p)), 1)
+    p_neg = np.where(eye, 0, np.exp(logits - logits.max(1, keepdims=True)))
+    p_neg /= p_neg.sum(1, keepdims=True)
+    q_neg = np.where(eye, 0, q) / (1 - np.diag(q))[:, None]
+    kl_neg = np.sum(np.where(eye, 0, q_neg * (np.log(np.where(eye, 1, q_neg)) -
+                                             np.log(np.where(eye, 1, p_neg)))), 1)
+    loss += (kl_soft.mean() + beta * kl_neg.mean()) / 2
+    grads.append(((p - target) + beta * (p_neg - q_neg)) / (2 * n))
+  return loss, grads[0] + grads[1].T
+
+
+def finite_difference(fn, arrays, name, eps=1e-6):
+  """Central differences of scalar fn(**arrays) w.r.t. arrays[name] (float64)."""
+  value = np.array(arrays[name], np.float64)
+  grad = np.zeros_like(value)
+  for idx in np.ndindex(value.shape):
+    for sign in (1, -1):
+      shifted = value.copy()
+      shifted[idx] += sign * eps
+      grad[idx] += sign * fn(**{**arrays, name: shifted}) / (2 * eps)
+  return grad

@@ -40,7 +40,7 @@ def make_loss_fn(mesh, cfg):
 
   def fn(x, t, c, scale, state):
     loss, new_state, metrics = losses.compute_loss(
-        loss_cfg, {"image": x, "raw": t, "caption": c}, scale, state)
+        loss_cfg, {"image": x, "raw": t, "caption": c}, {"logit_scale": scale}, state)
     weights = {k: metrics[f"weight_{k}"] for k in ("sample", "raw_pair", "caption_pair")}
     return loss, new_state, weights
 
@@ -132,7 +132,7 @@ def test_clip_matches_reference(mesh_name, path):
   scale = np.float32(3.0)
   batch, rep = mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)
   fn = jax.jit(lambda x, t, c, s: losses.compute_loss(
-      cfg, {"image": x, "raw": t, "caption": c}, s, {})[0],
+      cfg, {"image": x, "raw": t, "caption": c}, {"logit_scale": s}, {})[0],
       in_shardings=(batch, batch, batch, rep))
   want = 0.0
   for name, y in (("raw", t), ("caption", c)):
@@ -150,7 +150,8 @@ def test_bipath_clip_equals_alip_with_gates_off():
   clip = ml_collections.ConfigDict({"name": "clip", "path": "both",
                                     "normalization": "mean_half"})
   np.testing.assert_allclose(alip.alip_loss(emb, 2.0, state, off)[0],
-                             losses.compute_loss(clip, emb, 2.0, state)[0], rtol=1e-6)
+                             losses.compute_loss(clip, emb, {"logit_scale": 2.0}, state)[0],
+                             rtol=1e-6)
 
 
 def test_unknown_loss_is_a_clear_error():

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alip_jax import mesh as mesh_lib, train
+from alip_jax import losses, mesh as mesh_lib, train
 from alip_jax.data.tokenizer import EOT_ID, SOT_ID
 from alip_jax.models import two_towers
 from conftest import tiny_config
@@ -29,7 +29,8 @@ def random_batch(config, seed=0):
 
 def run_steps(config, mesh_sizes, devices, num_steps=2):
   mesh = mesh_lib.make_mesh(mesh_sizes, devices)
-  model = two_towers.from_config(config.model, VOCAB, config.data.context_length)
+  model = two_towers.from_config(config.model, VOCAB, config.data.context_length,
+                                *losses.logit_init(config.loss))
   init_state, train_step, state_sharding = train.build_training(model, config, mesh)
   state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(0))
   summaries = []
@@ -41,7 +42,7 @@ def run_steps(config, mesh_sizes, devices, num_steps=2):
   return jax.device_get(state), summaries
 
 
-@pytest.mark.parametrize("variant", ["alip", "clip_raw"])
+@pytest.mark.parametrize("variant", ["alip", "clip_raw", "siglip", "softclip", "mix"])
 def test_same_numbers_on_1_and_8_devices(variant):
   config = tiny_config(variant)
   # The attention key bias has an exactly-zero true gradient (softmax ignores

@@ -1,40 +1,88 @@
 """Losses, selected by `config.loss.name`. Each is a pure function of the
-global-batch embeddings (and, for ALIP, the gates' running means)."""
+global-batch embeddings (and, for ALIP, the gates' running means).
+
+  alip      the gated bi-path loss (alip.py)
+  clip      symmetric InfoNCE; `loss.path` = raw | caption | both
+  siglip    pairwise sigmoid loss; `loss.path` as clip
+  softclip  soft targets + neg-disentangled KL (reconstructed); `loss.path` as clip
+  mix       VeCLIP-style: per sample the caption with prob. `loss.mix.caption_prob`,
+            else the raw text, then InfoNCE
+"""
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 
 from alip_jax.losses import alip
 from alip_jax.losses.contrastive import infonce_per_sample, reduce_weighted
+from alip_jax.losses.siglip import SIGLIP_BIAS_INIT, SIGLIP_SCALE_INIT, siglip_loss
+from alip_jax.losses.softclip import softclip_loss
+from alip_jax.models.two_towers import LOGIT_SCALE_INIT
 
-LOSSES = ("alip", "clip")
+LOSSES = ("alip", "clip", "siglip", "softclip", "mix")
+PATHS = {"raw": ("raw",), "caption": ("caption",), "both": ("raw", "caption")}
 
 
-def text_inputs(loss_cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """Which texts the model must embed for this loss: 'raw' and/or 'caption'."""
+def _check(loss_cfg):
+  if loss_cfg.name not in LOSSES:
+    raise ValueError(f"config.loss.name must be one of {LOSSES}, got {loss_cfg.name!r}")
+  if loss_cfg.name in ("clip", "siglip", "softclip") and loss_cfg.path not in PATHS:
+    raise ValueError(f"config.loss.path must be one of {tuple(PATHS)}, got {loss_cfg.path!r}")
+
+
+def logit_init(loss_cfg) -> tuple[float, float | None]:
+  """(log of the initial logit scale, initial bias or None) for the model."""
+  _check(loss_cfg)
+  if loss_cfg.name == "siglip":
+    return SIGLIP_SCALE_INIT, SIGLIP_BIAS_INIT
+  return LOGIT_SCALE_INIT, None
+
+
+def text_inputs(loss_cfg) -> tuple[str, ...]:
+  """The names of the texts the model embeds for this loss."""
+  _check(loss_cfg)
   if loss_cfg.name == "alip":
     return ("raw", "caption")
-  if loss_cfg.name == "clip":
-    return {"raw": ("raw",), "caption": ("caption",), "both": ("raw", "caption")}[loss_cfg.path]
-  raise ValueError(f"config.loss.name must be one of {LOSSES}, got {loss_cfg.name!r}")
+  if loss_cfg.name == "mix":
+    return ("mixed",)
+  return PATHS[loss_cfg.path]
+
+
+def select_texts(loss_cfg, batch: dict, rng) -> dict:
+  """Token arrays to embed, by name. For 'mix', each sample's caption is
+  chosen with probability `caption_prob` from `rng` (fold the step into it),
+  before embedding, so only one text per sample goes through the tower."""
+  if loss_cfg.name != "mix":
+    return {name: batch[f"{name}_tokens"] for name in text_inputs(loss_cfg)}
+  raw, caption = batch["raw_tokens"], batch["caption_tokens"]
+  use_caption = jax.random.bernoulli(rng, loss_cfg.mix.caption_prob, (raw.shape[0],))
+  return {"mixed": jnp.where(use_caption[:, None], caption, raw)}
 
 
 def compute_loss(loss_cfg: ml_collections.ConfigDict, embeddings: dict,
-                 logit_scale, gate_state: dict):
+                 logit_params: dict, gate_state: dict):
   """Returns (loss, new_gate_state, metrics) for the configured objective.
 
-  'clip' with path 'raw' | 'caption' | 'both': plain symmetric InfoNCE on one
-  path or the unweighted sum of both (= ALIP with every gate off). CLIP leaves
-  the gate state unchanged.
+  Paths are summed unweighted; `clip` with path 'both' equals ALIP with every
+  gate off. Only ALIP changes the gate state.
   """
+  _check(loss_cfg)
+  scale = logit_params["logit_scale"]
   if loss_cfg.name == "alip":
-    return alip.alip_loss(embeddings, logit_scale, gate_state, loss_cfg.alip)
+    return alip.alip_loss(embeddings, scale, gate_state, loss_cfg.alip)
   metrics, total = {}, 0.0
   for name in text_inputs(loss_cfg):
-    path_loss = reduce_weighted(
-        infonce_per_sample(embeddings["image"], embeddings[name], logit_scale),
-        normalization=loss_cfg.normalization)
+    image, text = embeddings["image"], embeddings[name]
+    if loss_cfg.name in ("clip", "mix"):
+      path_loss = reduce_weighted(infonce_per_sample(image, text, scale),
+                                  normalization=loss_cfg.normalization)
+    elif loss_cfg.name == "siglip":
+      path_loss = siglip_loss(image, text, scale, logit_params["logit_bias"])
+    else:
+      path_loss, parts = softclip_loss(image, text, scale, loss_cfg.softclip)
+      metrics.update({f"{k}_{name}": v for k, v in parts.items()})
     metrics[f"loss_{name}"] = path_loss
     total = total + path_loss
   return total, gate_state, metrics

@@ -34,14 +34,21 @@ def l2_normalize(x, eps=1e-8):
 
 
 class TwoTowers(nn.Module):
+  """`logit_scale_init` is the log of the initial scale (CLIP: ln 1/0.07;
+  SigLIP: ln 10). `logit_bias_init` adds a learnable bias (SigLIP: −10)."""
   image: VisionTransformer
   text: TextTransformer
+  logit_scale_init: float = LOGIT_SCALE_INIT
+  logit_bias_init: float | None = None
 
   def setup(self):
     self.image_tower = self.image
     self.text_tower = self.text
     self.logit_scale = self.param(
-        "logit_scale", nn.initializers.constant(LOGIT_SCALE_INIT), ())
+        "logit_scale", nn.initializers.constant(self.logit_scale_init), ())
+    if self.logit_bias_init is not None:
+      self.logit_bias = self.param(
+          "logit_bias", nn.initializers.constant(self.logit_bias_init), ())
 
   def encode_image(self, images):
     if images.dtype == jnp.uint8:
@@ -54,8 +61,9 @@ class TwoTowers(nn.Module):
   def __call__(self, images, texts: dict):
     """Embeds images and each entry of `texts` (name → tokens [B, L]).
 
-    Returns ({"image": x, name: t, ...}, logit_scale); the text entries are
-    embedded in one text-tower call.
+    Returns ({"image": x, name: t, ...}, logit_params) where logit_params
+    holds "logit_scale" (and "logit_bias" when the model has one); the text
+    entries are embedded in one text-tower call.
     """
     embeddings = {"image": self.encode_image(images)}
     if texts:
@@ -63,11 +71,15 @@ class TwoTowers(nn.Module):
       stacked = self.encode_text(jnp.concatenate([texts[n] for n in names]))
       for name, part in zip(names, jnp.split(stacked, len(names))):
         embeddings[name] = part
-    return embeddings, self.logit_scale
+    logit_params = {"logit_scale": self.logit_scale}
+    if self.logit_bias_init is not None:
+      logit_params["logit_bias"] = self.logit_bias
+    return embeddings, logit_params
 
 
 def from_config(model_cfg: ml_collections.ConfigDict, vocab_size: int,
-                context_length: int) -> TwoTowers:
+                context_length: int, logit_scale_init: float = LOGIT_SCALE_INIT,
+                logit_bias_init: float | None = None) -> TwoTowers:
   dtype = jnp.dtype(model_cfg.dtype)
   image = model_cfg.image
   text = model_cfg.text
@@ -75,4 +87,5 @@ def from_config(model_cfg: ml_collections.ConfigDict, vocab_size: int,
       image=VisionTransformer(image.patch_size, image.width, image.depth,
                               image.heads, model_cfg.embed_dim, dtype, model_cfg.remat),
       text=TextTransformer(vocab_size, context_length, text.width, text.depth,
-                           text.heads, model_cfg.embed_dim, dtype, model_cfg.remat))
+                           text.heads, model_cfg.embed_dim, dtype, model_cfg.remat),
+      logit_scale_init=logit_scale_init, logit_bias_init=logit_bias_init)

@@ -1,0 +1,154 @@
+"""CLIP, SigLIP, SoftCLIP and caption mixing: values and gradients against the
+NumPy references of tests/reference.py, on 1 device and on 8×1, 4×2 and 2×4
+meshes; the references' own gradients against finite differences."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+import reference
+from alip_jax import losses, mesh as mesh_lib
+from alip_jax.losses.siglip import siglip_loss
+from alip_jax.losses.softclip import softclip_loss
+from test_losses import embeddings
+
+MESHES = {"1": dict(data=1, model=1), "8x1": dict(data=8, model=1),
+          "4x2": dict(data=4, model=2), "2x4": dict(data=2, model=4)}
+
+
+def mesh_of(name):
+  return mesh_lib.make_mesh(MESHES[name], jax.devices()[:1] if name == "1" else jax.devices())
+
+
+def softclip_cfg(**overrides):
+  cfg = dict(target_source="own_modality", target_temperature=0.1, alpha=0.2, beta=1.0,
+             keep_hard_clip=False)
+  cfg.update(overrides)
+  return ml_collections.ConfigDict(cfg)
+
+
+def jax_loss(name, **kw):
+  """(fn(x, y, log_scale, bias) → loss, numpy reference(x, y, log_scale, bias))."""
+  if name == "infonce":
+    return (lambda x, y, s, b: jnp.mean(losses.infonce_per_sample(x, y, s)),
+            lambda x, y, s, b: reference.infonce(x, y, s))
+  if name == "siglip":
+    return (lambda x, y, s, b: siglip_loss(x, y, s, b),
+            lambda x, y, s, b: reference.siglip(x, y, s, b))
+  cfg = softclip_cfg(**kw)
+  return (lambda x, y, s, b: softclip_loss(x, y, s, cfg)[0],
+          lambda x, y, s, b: reference.softclip(x, y, s, cfg.target_temperature, cfg.alpha,
+                                                cfg.beta, cfg.target_source))
+
+
+CASES = [("infonce", {}), ("siglip", {}), ("softclip", {}),
+         ("softclip", {"target_source": "other_modality"}),
+         ("softclip", {"target_source": "mean", "alpha": 0.5, "beta": 0.3})]
+
+
+@pytest.mark.parametrize("mesh_name", list(MESHES))
+@pytest.mark.parametrize("name,kw", CASES)
+def test_values_and_gradients_match_reference(name, kw, mesh_name):
+  mesh = mesh_of(mesh_name)
+  x, _, y = embeddings(5)
+  log_scale, bias = np.float32(2.3), np.float32(-3.0)
+  fn, ref = jax_loss(name, **kw)
+  batch, rep = mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)
+  value_and_grad = jax.jit(jax.value_and_grad(fn, argnums=(0, 1, 2, 3)),
+                           in_shardings=(batch, batch, rep, rep))
+  value, (gx, gy, gs, gb) = value_and_grad(x, y, log_scale, bias)
+  x64, y64 = x.astype(np.float64), y.astype(np.float64)
+  want, g = ref(x64, y64, float(log_scale), float(bias))
+  want_grads = reference.chain(g, x64, y64, float(log_scale))
+  np.testing.assert_allclose(value, want, rtol=1e-5)
+  np.testing.assert_allclose(gx, want_grads["x"], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(gy, want_grads["y"], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(gs, want_grads["log_scale"], rtol=1e-5, atol=1e-6)
+  if name == "siglip":
+    np.testing.assert_allclose(gb, want_grads["bias"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,kw", CASES[:3])
+def test_reference_gradients_match_finite_differences(name, kw):
+  """Checks the hand-derived NumPy gradients themselves, in float64."""
+  x, _, y = (a[:6, :4].astype(np.float64) for a in embeddings(6))
+  _, ref = jax_loss(name, **kw)
+  if name == "softclip":  # stop-gradient targets: held at the base x, y
+    cfg = softclip_cfg(**kw)
+    fn = lambda x, y, s, b: reference.softclip(x, y, s, cfg.target_temperature, cfg.alpha,
+                                               cfg.beta, cfg.target_source,
+                                               targets_from=(x0, y))[0]
+  else:
+    fn = lambda x, y, s, b: ref(x, y, s, b)[0]
+  x0 = x
+  _, g = ref(x, y, 2.0, -1.0)
+  analytic = reference.chain(g, x, y, 2.0)
+  arrays = {"x": x, "y": y, "s": np.float64(2.0), "b": np.float64(-1.0)}
+  np.testing.assert_allclose(reference.finite_difference(fn, arrays, "x"), analytic["x"],
+                             rtol=1e-5, atol=1e-8)
+  np.testing.assert_allclose(reference.finite_difference(fn, arrays, "s"),
+                             analytic["log_scale"], rtol=1e-5, atol=1e-8)
+  if name == "siglip":
+    np.testing.assert_allclose(reference.finite_difference(fn, arrays, "b"),
+                               analytic["bias"], rtol=1e-5, atol=1e-8)
+
+
+def test_softclip_keep_hard_clip_adds_infonce():
+  x, _, y = embeddings(7)
+  with_hard, parts = softclip_loss(x, y, 2.0, softclip_cfg(keep_hard_clip=True))
+  without, _ = softclip_loss(x, y, 2.0, softclip_cfg())
+  np.testing.assert_allclose(with_hard - without, reference.infonce(
+      x.astype(np.float64), y.astype(np.float64), 2.0)[0], rtol=1e-5)
+  assert "softclip_hard" in parts
+
+
+def test_softclip_with_alpha_zero_and_no_neg_term_is_clip():
+  """α = 0, β = 0: the soft target is one-hot, so L = ½(CE_i2t + CE_t2i) mean."""
+  x, _, y = embeddings(8)
+  loss, _ = softclip_loss(x, y, 2.0, softclip_cfg(alpha=0.0, beta=0.0))
+  np.testing.assert_allclose(loss, reference.infonce(x.astype(np.float64),
+                                                     y.astype(np.float64), 2.0)[0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("mesh_name", ["1", "4x2"])
+def test_mixing_is_seeded_per_sample_and_mesh_independent(mesh_name):
+  cfg = ml_collections.ConfigDict({"name": "mix", "normalization": "mean_half",
+                                   "mix": {"caption_prob": 0.3}})
+  n = 4096
+  raw = np.zeros((n, 4), np.int32)
+  caption = np.ones((n, 4), np.int32)
+  mesh = mesh_of(mesh_name)
+  batch = mesh_lib.batch_sharding(mesh)
+  select = jax.jit(lambda r, c, key: losses.select_texts(
+      cfg, {"raw_tokens": r, "caption_tokens": c}, key)["mixed"],
+      in_shardings=(batch, batch, None))
+  key = jax.random.fold_in(jax.random.key(0), 7)
+  chosen = np.asarray(select(raw, caption, key))
+  assert (chosen == chosen[:, :1]).all()  # whole rows are chosen, never mixed
+  share = chosen[:, 0].mean()
+  assert abs(share - 0.3) < 0.03
+  np.testing.assert_array_equal(chosen, np.asarray(select(raw, caption, key)))
+  other = np.asarray(select(raw, caption, jax.random.fold_in(jax.random.key(0), 8)))
+  assert (other != chosen).any()
+  # The same choice on one device:
+  single = jax.jit(lambda r, c, key: losses.select_texts(
+      cfg, {"raw_tokens": r, "caption_tokens": c}, key)["mixed"])
+  np.testing.assert_array_equal(chosen, np.asarray(single(raw, caption, key)))
+
+
+def test_mix_loss_is_infonce_on_the_chosen_texts():
+  cfg = ml_collections.ConfigDict({"name": "mix", "normalization": "mean_half",
+                                   "mix": {"caption_prob": 0.5}})
+  x, _, y = embeddings(9)
+  loss, _, metrics = losses.compute_loss(cfg, {"image": x, "mixed": y},
+                                         {"logit_scale": 2.0}, {})
+  np.testing.assert_allclose(loss, reference.infonce(x.astype(np.float64),
+                                                     y.astype(np.float64), 2.0)[0], rtol=1e-5)
+  assert set(metrics) == {"loss_mixed"}
+
+
+def test_siglip_initial_scale_and_bias_follow_the_paper():
+  scale, bias = losses.logit_init(ml_collections.ConfigDict({"name": "siglip", "path": "raw"}))
+  assert np.isclose(np.exp(scale), 10.0) and bias == -10.0
