@@ -24,11 +24,15 @@ from configs import demo as demo_configs
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Where data and the four runs go.")
 _STEPS = flags.DEFINE_integer("steps", None, "Override config.train.steps for every row.")
+_VARIANTS = flags.DEFINE_list(
+    "variants", "clip_raw,clip_caption,bipath,alip",
+    "Rows to run (configs/demo.py variants); the default is the README's table. "
+    "Also: siglip, softclip, mix.")
 
-ROWS = (("clip_raw", "(a) CLIP, raw text only"),
-        ("clip_caption", "(b) CLIP, captions only"),
-        ("bipath", "(c) raw + caption, no gates"),
-        ("alip", "(d) ALIP"))
+LABELS = {"clip_raw": "(a) CLIP, raw text only", "clip_caption": "(b) CLIP, captions only",
+          "bipath": "(c) raw + caption, no gates", "alip": "(d) ALIP",
+          "siglip": "SigLIP, both paths", "softclip": "SoftCLIP (reconstructed), both paths",
+          "mix": "caption/raw mixing (p = 0.5)"}
 
 
 def gate_auc(result, config) -> dict:
@@ -54,7 +58,8 @@ def main(argv):
   data_dir = os.path.join(workdir, "data")
   start = time.time()
   rows = []
-  for variant, label in ROWS:
+  for variant in _VARIANTS.value:
+    label = LABELS.get(variant, variant)
     config = demo_configs.get_config(variant)
     config.data.dir = data_dir
     if _STEPS.value:
@@ -83,9 +88,11 @@ def main(argv):
             f"{demo_configs.get_config().seed}, per row; test split, clean captions; "
             f"total wall time {total / 60:.1f} min")
   print("\n" + table + "\n\n" + footer)
-  with open(os.path.join(workdir, "results.md"), "w") as f:
+  name = "results" if _VARIANTS.value == _VARIANTS.default else "results-" + "-".join(
+      _VARIANTS.value)
+  with open(os.path.join(workdir, name + ".md"), "w") as f:
     f.write(table + "\n\n" + footer + "\n")
-  with open(os.path.join(workdir, "results.json"), "w") as f:
+  with open(os.path.join(workdir, name + ".json"), "w") as f:
     json.dump({"rows": rows, "total_seconds": round(total, 1)}, f, indent=1)
 
 

@@ -149,14 +149,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   Returns {"step", "eval": final retrieval metrics, "gates", "skipped"}.
   """
+  mesh = mesh_lib.make_mesh(config.mesh)
+  # The mesh in context: the chunked losses' shard_map runs over it.
+  with jax.set_mesh(mesh):
+    return _train_and_evaluate(config, workdir, mesh, stop_after)
+
+
+def _train_and_evaluate(config, workdir, mesh, stop_after):
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
   if is_main:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=1))
 
-  # ---- Mesh and batch geometry.
-  mesh = mesh_lib.make_mesh(config.mesh)
+  # ---- Batch geometry.
   local_batch = mesh_lib.check_batch_size(config.train.batch_size, mesh, jax.process_count())
   if config.eval.batch_size % mesh.shape["data"]:
     raise ValueError(f"config.eval.batch_size={config.eval.batch_size} is not divisible "

@@ -46,6 +46,9 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
   c.loss.name = "alip"
   c.loss.path = "both"       # clip, siglip, softclip: raw | caption | both
   c.loss.normalization = "mean_half"
+  # Ring (memory-bounded) InfoNCE/SigLIP: 'on' | 'off' | 'auto' (from chunk_above on).
+  c.loss.chunked = "auto"
+  c.loss.chunk_above = 8192
   c.loss.alip = ml_collections.ConfigDict(dict(
       momentum=0.99, init_mean=1.0, gamma_sample=2.0, gamma_pair=2.0,
       update_before_weights=True, normalization="mean_half",

@@ -152,3 +152,53 @@ def test_mix_loss_is_infonce_on_the_chosen_texts():
 def test_siglip_initial_scale_and_bias_follow_the_paper():
   scale, bias = losses.logit_init(ml_collections.ConfigDict({"name": "siglip", "path": "raw"}))
   assert np.isclose(np.exp(scale), 10.0) and bias == -10.0
+
+
+RING_CASES = [
+    ({"name": "alip"}, ("raw", "caption")),
+    ({"name": "clip", "path": "both"}, ("raw", "caption")),
+    ({"name": "siglip", "path": "raw"}, ("raw",)),
+    ({"name": "mix"}, ("mixed",)),
+]
+
+
+@pytest.mark.parametrize("mesh_name", ["8x1", "4x2", "2x4"])
+@pytest.mark.parametrize("case,names", RING_CASES)
+def test_chunked_ring_equals_full(case, names, mesh_name):
+  """The ring (shard_map + ppermute + online LSE) gives the full loss's
+  values and gradients, gate updates included."""
+  from test_losses import alip_cfg
+  mesh = mesh_of(mesh_name)
+  base = {"normalization": "mean_half", "alip": alip_cfg(), "path": "both",
+          "mix": {"caption_prob": 0.5}, **case}
+  x, t, c = embeddings(11, n=64)
+  texts = dict(zip(names, (t, c)))
+  params = {"logit_scale": jnp.float32(2.3), "logit_bias": jnp.float32(-2.0)}
+  state = {k: jnp.float32(0.4) for k in ("h_tc", "h_xt", "h_xc")}
+  batch, rep = mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)
+  results = []
+  for chunked in (False, True):
+    cfg = ml_collections.ConfigDict({**base, "chunked": chunked})
+
+    def fn(image, texts, params):
+      loss, new_state, _ = losses.compute_loss(cfg, {"image": image, **texts}, params, state)
+      return loss, new_state
+
+    with jax.set_mesh(mesh):
+      (loss, new_state), grads = jax.jit(
+          jax.value_and_grad(fn, argnums=(0, 1, 2), has_aux=True),
+          in_shardings=(batch, batch, rep))(x, texts, params)
+    results.append(jax.device_get((loss, new_state, grads)))
+  (full_loss, full_state, full_grads), (ring_loss, ring_state, ring_grads) = results
+  np.testing.assert_allclose(ring_loss, full_loss, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               ring_state, full_state)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               ring_grads, full_grads)
+
+
+def test_chunked_auto_switches_at_the_configured_batch():
+  cfg = ml_collections.ConfigDict({"chunked": "auto", "chunk_above": 1024})
+  assert not losses.use_chunked(cfg, 512) and losses.use_chunked(cfg, 1024)
+  with pytest.raises(ValueError, match="loss.chunked must be"):
+    losses.use_chunked(ml_collections.ConfigDict({"chunked": "yes"}), 8)

@@ -7,6 +7,11 @@ global-batch embeddings (and, for ALIP, the gates' running means).
   softclip  soft targets + neg-disentangled KL (reconstructed); `loss.path` as clip
   mix       VeCLIP-style: per sample the caption with prob. `loss.mix.caption_prob`,
             else the raw text, then InfoNCE
+
+`loss.chunked` ('auto' | 'on' | 'off'; True/False work too) computes the InfoNCE family (alip,
+clip, mix) and SigLIP with the memory-bounded ring of chunked.py — the same
+numbers; 'auto' switches it on from a global batch of `loss.chunk_above`.
+SoftCLIP always uses the full form.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from alip_jax.losses import alip
+from alip_jax.losses import alip, chunked
 from alip_jax.losses.contrastive import infonce_per_sample, reduce_weighted
 from alip_jax.losses.siglip import SIGLIP_BIAS_INIT, SIGLIP_SCALE_INIT, siglip_loss
 from alip_jax.losses.softclip import softclip_loss
@@ -61,6 +66,17 @@ def select_texts(loss_cfg, batch: dict, rng) -> dict:
   return {"mixed": jnp.where(use_caption[:, None], caption, raw)}
 
 
+def use_chunked(loss_cfg, global_batch: int) -> bool:
+  mode = loss_cfg.get("chunked", "off")
+  if mode == "auto":
+    return global_batch >= loss_cfg.get("chunk_above", 8192)
+  if mode in ("on", True):
+    return True
+  if mode in ("off", False):
+    return False
+  raise ValueError(f"config.loss.chunked must be 'auto', 'on' or 'off', got {mode!r}")
+
+
 def compute_loss(loss_cfg: ml_collections.ConfigDict, embeddings: dict,
                  logit_params: dict, gate_state: dict):
   """Returns (loss, new_gate_state, metrics) for the configured objective.
@@ -70,14 +86,19 @@ def compute_loss(loss_cfg: ml_collections.ConfigDict, embeddings: dict,
   """
   _check(loss_cfg)
   scale = logit_params["logit_scale"]
+  ring = use_chunked(loss_cfg, embeddings["image"].shape[0])
+  per_sample = chunked.ring_infonce_per_sample if ring else infonce_per_sample
   if loss_cfg.name == "alip":
-    return alip.alip_loss(embeddings, scale, gate_state, loss_cfg.alip)
+    return alip.alip_loss(embeddings, scale, gate_state, loss_cfg.alip, per_sample)
   metrics, total = {}, 0.0
   for name in text_inputs(loss_cfg):
     image, text = embeddings["image"], embeddings[name]
     if loss_cfg.name in ("clip", "mix"):
-      path_loss = reduce_weighted(infonce_per_sample(image, text, scale),
+      path_loss = reduce_weighted(per_sample(image, text, scale),
                                   normalization=loss_cfg.normalization)
+    elif loss_cfg.name == "siglip" and ring:
+      path_loss = jnp.mean(chunked.ring_siglip_row_sums(image, text, scale,
+                                                        logit_params["logit_bias"]))
     elif loss_cfg.name == "siglip":
       path_loss = siglip_loss(image, text, scale, logit_params["logit_bias"])
     else:

@@ -66,17 +66,18 @@ def gates(x, t, c, gate_state: dict, cfg: ml_collections.ConfigDict):
 
 
 def alip_loss(embeddings: dict, logit_scale, gate_state: dict,
-              cfg: ml_collections.ConfigDict):
+              cfg: ml_collections.ConfigDict, per_sample=infonce_per_sample):
   """The ALIP loss over the global batch.
 
   embeddings: {"image": x, "raw": t, "caption": c}, L2-normalised [N, D].
   Returns (loss, new_gate_state, metrics); metrics carry the per-sample
   weights, similarities and ungated InfoNCE terms ([N] arrays) for logging.
+  `per_sample` computes the InfoNCE terms (the ring version for big batches).
   """
   x, t, c = embeddings["image"], embeddings["raw"], embeddings["caption"]
   weights, new_state, sims = gates(x, t, c, gate_state, cfg)
-  ce_raw = infonce_per_sample(x, t, logit_scale)
-  ce_caption = infonce_per_sample(x, c, logit_scale)
+  ce_raw = per_sample(x, t, logit_scale)
+  ce_caption = per_sample(x, c, logit_scale)
   raw_loss = reduce_weighted(ce_raw, weights["sample"] * weights["raw_pair"], cfg.normalization)
   caption_loss = reduce_weighted(ce_caption, weights["sample"] * weights["caption_pair"],
                                  cfg.normalization)
