@@ -27,7 +27,6 @@ from alip_jax.evaluation import retrieval
 from alip_jax.losses import alip
 from alip_jax.models import two_towers
 
-BATCH_KEYS = ("image", "raw_tokens", "caption_tokens")
 log = logging.getLogger(__name__)
 
 
@@ -52,7 +51,7 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> str:
 def make_model_and_tokenizer(config, data_dir):
   tokenizer = Tokenizer(os.path.join(data_dir, "tokenizer.model"), config.data.context_length)
   model = two_towers.from_config(config.model, tokenizer.vocab_size, config.data.context_length,
-                                *losses.logit_init(config.loss))
+                                **losses.head_kwargs(config.loss))
   return model, tokenizer
 
 
@@ -72,9 +71,10 @@ def make_train_step(model, config, tx):
     # so it does not depend on the mesh and repeats exactly after a resume.
     rng = jax.random.fold_in(jax.random.key(config.seed), state["step"])
     texts = losses.select_texts(config.loss, batch, rng)
+    images, aug = losses.select_images(config.loss, batch)
 
     def loss_fn(params):
-      embeddings, logit_params = model.apply({"params": params}, batch["image"], texts)
+      embeddings, logit_params = model.apply({"params": params}, images, texts, aug)
       loss, gates, metrics = losses.compute_loss(config.loss, embeddings, logit_params,
                                                  state["gates"])
       return loss, (gates, metrics)
@@ -83,9 +83,9 @@ def make_train_step(model, config, tx):
         state["params"])
     updates, opt_state = tx.update(grads, state["opt"], state["params"])
     params = optax.apply_updates(state["params"], updates)
-    # As open_clip / official ALIP: clamp the shared logit scale to [0, ln 100].
-    params = {**params, "logit_scale": jnp.clip(params["logit_scale"], 0.0,
-                                                two_towers.LOGIT_SCALE_MAX)}
+    # As open_clip / official ALIP: clamp logit scales to [0, ln 100].
+    params = {**params, **{k: jnp.clip(params[k], 0.0, two_towers.LOGIT_SCALE_MAX)
+                           for k in ("logit_scale", "domain_log_scale") if k in params}}
     new_state = {"step": state["step"] + 1, "params": params, "opt": opt_state,
                  "gates": gates}
     summary = {"loss": loss, "grad_norm": optax.global_norm(grads),
@@ -115,7 +115,7 @@ def build_training(model, config, mesh):
   batch_sharding = mesh_lib.batch_sharding(mesh)
   train_step = jax.jit(
       make_train_step(model, config, tx),
-      in_shardings=(state_sharding, {k: batch_sharding for k in BATCH_KEYS}),
+      in_shardings=(state_sharding, batch_sharding),  # every batch entry
       out_shardings=(state_sharding, mesh_lib.replicated(mesh)),
       donate_argnums=0)
   return init_state, train_step, state_sharding
@@ -178,7 +178,8 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
   train_iter = iter(pipeline.train_dataset(
       records.split_files(data_dir, config.data.train_split).files, tokenizer,
       config.data.image_size, local_batch, config.seed, bad_records,
-      num_threads=config.data.num_threads, prefetch=config.data.prefetch))
+      num_threads=config.data.num_threads, prefetch=config.data.prefetch,
+      num_views=losses.num_views(config.loss), color_jitter=config.data.color_jitter))
   eval_set = retrieval.load_retrieval_set(
       records.split_files(data_dir, config.data.eval_split).files, tokenizer,
       config.data.image_size)
@@ -247,7 +248,7 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
       log.info("step %d/%d loss %.4f (%s) scale %.2f lr %.2e %.0f samples/s", step,
                    total, summary["loss"], " ".join(
                        f"{k}={v:.3f}" for k, v in summary.items()
-                       if k.startswith(("loss_", "infonce_", "weight_", "h_", "softclip_"))),
+                       if k.startswith(("loss_", "infonce_", "weight_", "h_", "softclip_", "uniclip_"))),
                    math.exp(summary["logit_scale"]), summary["lr"], summary["samples_per_s"])
       if metrics_file:
         metrics_file.write(json.dumps({"step": step, **summary}) + "\n")

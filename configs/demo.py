@@ -11,11 +11,13 @@ Variants (after the colon), same data, steps and seed:
   siglip        SigLIP sigmoid loss on both paths
   softclip      SoftCLIP (reconstructed) on both paths
   mix           VeCLIP-style mixing: caption with prob. 0.5, else raw text
+  uniclip       UniCLIP (reconstructed): two views + both texts, MP-NCE
 """
 
 import ml_collections
 
-VARIANTS = ("alip", "clip_raw", "clip_caption", "bipath", "siglip", "softclip", "mix")
+VARIANTS = ("alip", "clip_raw", "clip_caption", "bipath", "siglip", "softclip", "mix",
+            "uniclip")
 
 
 def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
@@ -32,6 +34,7 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
   c.data.context_length = 32
   c.data.train_split = "train"
   c.data.eval_split = "test"
+  c.data.color_jitter = 0.0  # > 0: brightness/contrast/saturation jitter (UniCLIP views)
   c.data.num_threads = 2     # Grain read threads; worker processes: see docs
   c.data.prefetch = 64
 
@@ -44,7 +47,7 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
 
   c.loss = ml_collections.ConfigDict()
   c.loss.name = "alip"
-  c.loss.path = "both"       # clip, siglip, softclip: raw | caption | both
+  c.loss.path = "both"       # clip, siglip, softclip, uniclip: raw | caption | both
   c.loss.normalization = "mean_half"
   # Ring (memory-bounded) InfoNCE/SigLIP: 'on' | 'off' | 'auto' (from chunk_above on).
   c.loss.chunked = "auto"
@@ -64,7 +67,7 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
     c.loss.name, c.loss.path = "clip", "caption"
   elif variant == "bipath":
     c.loss.name, c.loss.path = "clip", "both"
-  elif variant in ("siglip", "softclip"):
+  elif variant in ("siglip", "softclip", "uniclip"):
     c.loss.name, c.loss.path = variant, "both"
   elif variant == "mix":
     c.loss.name = "mix"

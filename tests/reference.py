@@ -117,3 +117,27 @@ def finite_difference(fn, arrays, name, eps=1e-6):
       shifted[idx] += sign * eps
       grad[idx] += sign * fn(**{**arrays, name: shifted}) / (2 * eps)
   return grad
+
+
+def mpnce(views, texts, log_scales, offsets):
+  """MP-NCE written as loops from the formula: for every anchor a and every
+  positive p (same sample, p ≠ a), −log(e^{z_ap} / (e^{z_ap} + Σ_{n∈𝒩(a)} e^{z_an})),
+  averaged over all (a, p); z_ab = e^{log_scale_d}·(cos − offset_d), d = II/IT/TT."""
+  emb = np.concatenate(list(views) + list(texts)).astype(np.float64)
+  n = len(views[0])
+  ids = np.tile(np.arange(n), len(views) + len(texts))
+  domain = np.repeat([0] * len(views) + [1] * len(texts), n)
+
+  def z(a, b):
+    d = domain[a] + domain[b]
+    return np.exp(log_scales[d]) * (emb[a] @ emb[b] - offsets[d])
+
+  total, count = 0.0, 0
+  for a in range(len(emb)):
+    negatives = [z(a, b) for b in range(len(emb)) if ids[b] != ids[a]]
+    for p in range(len(emb)):
+      if p != a and ids[p] == ids[a]:
+        zp = z(a, p)
+        total += -(zp - np.log(np.exp(zp) + np.sum(np.exp(negatives))))
+        count += 1
+  return total / count

@@ -150,8 +150,9 @@ def test_mix_loss_is_infonce_on_the_chosen_texts():
 
 
 def test_siglip_initial_scale_and_bias_follow_the_paper():
-  scale, bias = losses.logit_init(ml_collections.ConfigDict({"name": "siglip", "path": "raw"}))
-  assert np.isclose(np.exp(scale), 10.0) and bias == -10.0
+  head = losses.head_kwargs(ml_collections.ConfigDict({"name": "siglip", "path": "raw"}))
+  assert np.isclose(np.exp(head["logit_scale_init"]), 10.0)
+  assert head["logit_bias_init"] == -10.0
 
 
 RING_CASES = [
@@ -202,3 +203,65 @@ def test_chunked_auto_switches_at_the_configured_batch():
   assert not losses.use_chunked(cfg, 512) and losses.use_chunked(cfg, 1024)
   with pytest.raises(ValueError, match="loss.chunked must be"):
     losses.use_chunked(ml_collections.ConfigDict({"chunked": "yes"}), 8)
+
+
+@pytest.mark.parametrize("mesh_name", ["1", "8x1", "4x2", "2x4"])
+@pytest.mark.parametrize("num_texts", [1, 2])
+def test_uniclip_mpnce_matches_reference(mesh_name, num_texts):
+  from alip_jax.losses.uniclip import mpnce_loss
+  mesh = mesh_of(mesh_name)
+  x1, t, c = embeddings(12, n=16)
+  x2 = embeddings(13, n=16)[0]
+  texts = [t, c][:num_texts]
+  log_scales = np.array([2.0, 2.6, 1.5], np.float32)
+  offsets = np.array([0.1, -0.05, 0.2], np.float32)
+  batch, rep = mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)
+  fn = jax.jit(jax.value_and_grad(lambda v1, v2, ts, s, b: mpnce_loss([v1, v2], ts, s, b)[0],
+                                  argnums=(3, 4)),
+               in_shardings=(batch, batch, batch, rep, rep))
+  value, (g_scale, g_offset) = fn(x1, x2, texts, log_scales, offsets)
+  ref = lambda s, b: reference.mpnce([x1, x2], texts, s, b)
+  np.testing.assert_allclose(value, ref(log_scales.astype(np.float64),
+                                        offsets.astype(np.float64)), rtol=1e-5)
+  # Gradients of the domain parameters by central differences of the reference.
+  arrays = {"s": log_scales.astype(np.float64), "b": offsets.astype(np.float64)}
+  np.testing.assert_allclose(g_scale, reference.finite_difference(ref, arrays, "s"),
+                             rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(g_offset, reference.finite_difference(ref, arrays, "b"),
+                             rtol=1e-4, atol=1e-6)
+
+
+def test_uniclip_pipeline_emits_two_views_with_their_augmentation(tiny_corpus):
+  from alip_jax.data import pipeline, records, tokenizer as tok_lib
+  import os
+  tok = tok_lib.Tokenizer(os.path.join(tiny_corpus, "tokenizer.model"), 32)
+  ds = pipeline.train_dataset(records.split_files(tiny_corpus, "train").files, tok, 32, 8,
+                              seed=0, counter=pipeline.BadRecordCounter(), process_index=0,
+                              process_count=1, num_views=2, color_jitter=0.4)
+  batch = next(iter(ds))
+  assert batch["image"].shape == batch["image_view2"].shape == (8, 32, 32, 3)
+  assert batch["aug"].shape == (8, 2, 8) and batch["aug"].dtype == np.float32
+  aug = batch["aug"].reshape(-1, 8)
+  x, y, w, h, flip = aug[:, 0], aug[:, 1], aug[:, 2], aug[:, 3], aug[:, 4]
+  assert ((x >= 0) & (x + w <= 1 + 1e-6) & (y >= 0) & (y + h <= 1 + 1e-6)).all()
+  assert (0.65 <= w * h).all() and set(np.unique(flip)) <= {0.0, 1.0}
+  assert ((aug[:, 5:] >= 0.6) & (aug[:, 5:] <= 1.4)).all() and (aug[:, 5:] != 1).any()
+  assert (batch["image"] != batch["image_view2"]).any()  # independent views
+
+
+def test_uniclip_identity_augmentation_is_the_default_at_evaluation():
+  from alip_jax.models import two_towers
+  from conftest import tiny_config
+  config = tiny_config("uniclip")
+  model = two_towers.from_config(config.model, 64, 32, **losses.head_kwargs(config.loss))
+  images = np.zeros((2, 32, 32, 3), np.uint8)
+  tokens = np.zeros((2, 32), np.int32)
+  tokens[:, :2] = [2, 3]
+  params = model.init(jax.random.key(0), images, {"raw": tokens})["params"]
+  assert {"domain_log_scale", "domain_offset", "aug_hidden", "aug_out"} <= set(params)
+  # Perturb the zero-initialised output layer so the augmentation matters.
+  params["aug_out"]["kernel"] = jnp.ones_like(params["aug_out"]["kernel"])
+  identity = np.broadcast_to(np.array(two_towers.IDENTITY_AUG, np.float32), (2, 8))
+  enc = lambda aug: model.apply({"params": params}, images, aug, method=model.encode_image)
+  np.testing.assert_allclose(enc(None), enc(identity), rtol=1e-6)
+  assert np.abs(np.asarray(enc(None)) - np.asarray(enc(identity + 0.5))).max() > 1e-3

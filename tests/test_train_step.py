@@ -23,14 +23,18 @@ def random_batch(config, seed=0):
       out[i, 0], out[i, 1 : k + 1], out[i, k + 1] = SOT_ID, rng.integers(4, VOCAB, k), EOT_ID
     return out
 
-  return {"image": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
-          "raw_tokens": tokens(), "caption_tokens": tokens()}
+  batch = {"image": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+           "raw_tokens": tokens(), "caption_tokens": tokens()}
+  if config.loss.name == "uniclip":
+    batch["image_view2"] = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    batch["aug"] = rng.uniform(0, 1, (n, 2, 8)).astype(np.float32)
+  return batch
 
 
 def run_steps(config, mesh_sizes, devices, num_steps=2):
   mesh = mesh_lib.make_mesh(mesh_sizes, devices)
   model = two_towers.from_config(config.model, VOCAB, config.data.context_length,
-                                *losses.logit_init(config.loss))
+                                **losses.head_kwargs(config.loss))
   init_state, train_step, state_sharding = train.build_training(model, config, mesh)
   state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(0))
   summaries = []
@@ -45,7 +49,7 @@ def run_steps(config, mesh_sizes, devices, num_steps=2):
 
 @pytest.mark.parametrize("variant,chunked", [
     ("alip", False), ("alip", True), ("clip_raw", False), ("siglip", False),
-    ("siglip", True), ("softclip", False), ("mix", True)])
+    ("siglip", True), ("softclip", False), ("mix", True), ("uniclip", False)])
 def test_same_numbers_on_1_and_8_devices(variant, chunked):
   config = tiny_config(variant)
   config.loss.chunked = "on" if chunked else "off"

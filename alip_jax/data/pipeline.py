@@ -26,7 +26,7 @@ import threading
 import grain
 import jax
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 from alip_jax.data import records
 from alip_jax.data.tokenizer import Tokenizer
@@ -133,13 +133,28 @@ def random_resized_crop_box(width: int, height: int, rng: np.random.Generator,
   return left, top, left + w, top + h
 
 
-def train_image(image: Image.Image, size: int, rng: np.random.Generator) -> np.ndarray:
-  """ALIP's training augmentation: RRC (bilinear) + horizontal flip."""
-  box = random_resized_crop_box(image.width, image.height, rng)
+def train_image(image: Image.Image, size: int, rng: np.random.Generator,
+                color_jitter: float = 0.0):
+  """ALIP's training augmentation: RRC (bilinear) + horizontal flip, and
+  optional colour jitter (brightness, contrast, saturation factors drawn from
+  [1 − j, 1 + j]). Returns (uint8 image, augmentation vector): the crop box
+  as fractions of the source (x, y, w, h), the flip bit and the three factors
+  (1 when off) — what UniCLIP's augmentation-aware embedding reads."""
+  width, height = image.width, image.height
+  left, top, right, bottom = box = random_resized_crop_box(width, height, rng)
   image = image.resize((size, size), Image.Resampling.BILINEAR, box=box)
-  if rng.random() < FLIP_PROB:
+  flip = rng.random() < FLIP_PROB
+  if flip:
     image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-  return np.asarray(image, np.uint8)
+  factors = [1.0, 1.0, 1.0]
+  if color_jitter > 0:
+    for i, enhancer in enumerate((ImageEnhance.Brightness, ImageEnhance.Contrast,
+                                  ImageEnhance.Color)):
+      factors[i] = float(rng.uniform(1 - color_jitter, 1 + color_jitter))
+      image = enhancer(image).enhance(factors[i])
+  aug = np.array([left / width, top / height, (right - left) / width,
+                  (bottom - top) / height, float(flip), *factors], np.float32)
+  return np.asarray(image, np.uint8), aug
 
 
 def eval_image(image: Image.Image, size: int) -> np.ndarray:
@@ -152,26 +167,41 @@ def eval_image(image: Image.Image, size: int) -> np.ndarray:
 
 
 class TrainTransform(grain.transforms.RandomMap):
-  """Record bytes → training example (or an error dict for the filter)."""
+  """Record bytes → training example (or an error dict for the filter).
 
-  def __init__(self, tokenizer: Tokenizer, image_size: int):
+  With `num_views` = 2 (UniCLIP) the example also holds a second,
+  independently augmented view `image_view2` and `aug` [2, 8]: each view's
+  augmentation vector (see `train_image`)."""
+
+  def __init__(self, tokenizer: Tokenizer, image_size: int, num_views: int = 1,
+               color_jitter: float = 0.0):
+    if num_views not in (1, 2):
+      raise ValueError(f"num_views must be 1 or 2, got {num_views}")
     self.tokenizer = tokenizer
     self.image_size = image_size
+    self.num_views = num_views
+    self.color_jitter = color_jitter
 
   def random_map(self, data: bytes, rng: np.random.Generator):
     rec = decode_record(data)
     if "error" in rec:
       return rec
-    return {"key": rec["key"],
-            "image": train_image(rec["image"], self.image_size, rng),
-            "raw_tokens": self.tokenizer.encode(rec["raw_text"]),
-            "caption_tokens": self.tokenizer.encode(rec["caption"])}
+    views = [train_image(rec["image"], self.image_size, rng, self.color_jitter)
+             for _ in range(self.num_views)]
+    example = {"key": rec["key"], "image": views[0][0],
+               "raw_tokens": self.tokenizer.encode(rec["raw_text"]),
+               "caption_tokens": self.tokenizer.encode(rec["caption"])}
+    if self.num_views == 2:
+      example["image_view2"] = views[1][0]
+      example["aug"] = np.stack([v[1] for v in views])
+    return example
 
 
 def train_dataset(files: list[str], tokenizer: Tokenizer, image_size: int,
                   local_batch: int, seed: int, counter: BadRecordCounter,
                   process_index: int | None = None, process_count: int | None = None,
-                  num_threads: int = 2, prefetch: int = 64) -> grain.IterDataset:
+                  num_threads: int = 2, prefetch: int = 64, num_views: int = 1,
+                  color_jitter: float = 0.0) -> grain.IterDataset:
   """The infinite, shuffled training stream of this process's batches."""
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
@@ -180,7 +210,8 @@ def train_dataset(files: list[str], tokenizer: Tokenizer, image_size: int,
     raise ValueError(f"{len(source)} training records cannot feed {process_count} processes")
   ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
   ds = ds[process_index::process_count]
-  ds = ds.random_map(TrainTransform(tokenizer, image_size)).filter(counter)
+  ds = ds.random_map(TrainTransform(tokenizer, image_size, num_views, color_jitter))
+  ds = ds.filter(counter)
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
                                             prefetch_buffer_size=prefetch))
   return ds.batch(local_batch, drop_remainder=True)

@@ -7,6 +7,8 @@ global-batch embeddings (and, for ALIP, the gates' running means).
   softclip  soft targets + neg-disentangled KL (reconstructed); `loss.path` as clip
   mix       VeCLIP-style: per sample the caption with prob. `loss.mix.caption_prob`,
             else the raw text, then InfoNCE
+  uniclip   MP-NCE over two augmented views and the text(s) (reconstructed);
+            `loss.path` as clip; needs `data.num_views = 2`
 
 `loss.chunked` ('auto' | 'on' | 'off'; True/False work too) computes the InfoNCE family (alip,
 clip, mix) and SigLIP with the memory-bounded ring of chunked.py — the same
@@ -24,25 +26,42 @@ from alip_jax.losses import alip, chunked
 from alip_jax.losses.contrastive import infonce_per_sample, reduce_weighted
 from alip_jax.losses.siglip import SIGLIP_BIAS_INIT, SIGLIP_SCALE_INIT, siglip_loss
 from alip_jax.losses.softclip import softclip_loss
+from alip_jax.losses.uniclip import mpnce_loss
 from alip_jax.models.two_towers import LOGIT_SCALE_INIT
 
-LOSSES = ("alip", "clip", "siglip", "softclip", "mix")
+LOSSES = ("alip", "clip", "siglip", "softclip", "mix", "uniclip")
 PATHS = {"raw": ("raw",), "caption": ("caption",), "both": ("raw", "caption")}
 
 
 def _check(loss_cfg):
   if loss_cfg.name not in LOSSES:
     raise ValueError(f"config.loss.name must be one of {LOSSES}, got {loss_cfg.name!r}")
-  if loss_cfg.name in ("clip", "siglip", "softclip") and loss_cfg.path not in PATHS:
+  if loss_cfg.name in ("clip", "siglip", "softclip", "uniclip") and loss_cfg.path not in PATHS:
     raise ValueError(f"config.loss.path must be one of {tuple(PATHS)}, got {loss_cfg.path!r}")
 
 
-def logit_init(loss_cfg) -> tuple[float, float | None]:
-  """(log of the initial logit scale, initial bias or None) for the model."""
+def head_kwargs(loss_cfg) -> dict:
+  """What the loss needs of the model: the logit scale's initial log, a
+  learnable bias (SigLIP), UniCLIP's augmentation MLP and domain scales."""
   _check(loss_cfg)
   if loss_cfg.name == "siglip":
-    return SIGLIP_SCALE_INIT, SIGLIP_BIAS_INIT
-  return LOGIT_SCALE_INIT, None
+    return {"logit_scale_init": SIGLIP_SCALE_INIT, "logit_bias_init": SIGLIP_BIAS_INIT}
+  return {"logit_scale_init": LOGIT_SCALE_INIT, "uniclip": loss_cfg.name == "uniclip"}
+
+
+def num_views(loss_cfg) -> int:
+  """Augmented views per image the pipeline must emit."""
+  return 2 if loss_cfg.name == "uniclip" else 1
+
+
+def select_images(loss_cfg, batch: dict):
+  """(images, augmentation vectors or None) to embed: UniCLIP stacks its two
+  views along the batch ([view 1 | view 2])."""
+  if loss_cfg.name != "uniclip":
+    return batch["image"], None
+  images = jnp.concatenate([batch["image"], batch["image_view2"]])
+  aug = jnp.concatenate([batch["aug"][:, 0], batch["aug"][:, 1]])
+  return images, aug
 
 
 def text_inputs(loss_cfg) -> tuple[str, ...]:
@@ -86,10 +105,15 @@ def compute_loss(loss_cfg: ml_collections.ConfigDict, embeddings: dict,
   """
   _check(loss_cfg)
   scale = logit_params["logit_scale"]
-  ring = use_chunked(loss_cfg, embeddings["image"].shape[0])
+  ring = loss_cfg.name != "uniclip" and use_chunked(loss_cfg, embeddings["image"].shape[0])
   per_sample = chunked.ring_infonce_per_sample if ring else infonce_per_sample
   if loss_cfg.name == "alip":
     return alip.alip_loss(embeddings, scale, gate_state, loss_cfg.alip, per_sample)
+  if loss_cfg.name == "uniclip":
+    views = jnp.split(embeddings["image"], 2)
+    loss, metrics = mpnce_loss(views, [embeddings[n] for n in text_inputs(loss_cfg)],
+                               logit_params["domain_log_scale"], logit_params["domain_offset"])
+    return loss, gate_state, {"loss_mpnce": loss, **metrics}
   metrics, total = {}, 0.0
   for name in text_inputs(loss_cfg):
     image, text = embeddings["image"], embeddings[name]

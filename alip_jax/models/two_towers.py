@@ -20,6 +20,11 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 LOGIT_SCALE_INIT = math.log(1 / 0.07)
 LOGIT_SCALE_MAX = math.log(100.0)
+# UniCLIP's augmentation vector: crop box (x, y, w, h as fractions of the
+# source image), flip bit, brightness/contrast/saturation factors (1 = none).
+AUG_DIM = 8
+IDENTITY_AUG = (0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0)
+NUM_DOMAIN_PAIRS = 3  # UniCLIP: image–image, image–text, text–text
 
 
 def normalize_images(images):
@@ -35,11 +40,13 @@ def l2_normalize(x, eps=1e-8):
 
 class TwoTowers(nn.Module):
   """`logit_scale_init` is the log of the initial scale (CLIP: ln 1/0.07;
-  SigLIP: ln 10). `logit_bias_init` adds a learnable bias (SigLIP: −10)."""
+  SigLIP: ln 10). `logit_bias_init` adds a learnable bias (SigLIP: −10).
+  `uniclip` adds the augmentation MLP and per-domain-pair scales/offsets."""
   image: VisionTransformer
   text: TextTransformer
   logit_scale_init: float = LOGIT_SCALE_INIT
   logit_bias_init: float | None = None
+  uniclip: bool = False
 
   def setup(self):
     self.image_tower = self.image
@@ -49,23 +56,40 @@ class TwoTowers(nn.Module):
     if self.logit_bias_init is not None:
       self.logit_bias = self.param(
           "logit_bias", nn.initializers.constant(self.logit_bias_init), ())
+    if self.uniclip:
+      # z = exp(domain_log_scale[d])·(cos − domain_offset[d]): τ_d = 0.07, b_d = 0.
+      self.domain_log_scale = self.param(
+          "domain_log_scale", nn.initializers.constant(LOGIT_SCALE_INIT), (NUM_DOMAIN_PAIRS,))
+      self.domain_offset = self.param(
+          "domain_offset", nn.initializers.zeros, (NUM_DOMAIN_PAIRS,))
+      self.aug_hidden = nn.Dense(self.image.embed_dim, dtype=self.image.dtype)
+      self.aug_out = nn.Dense(self.image.width, dtype=self.image.dtype,
+                              kernel_init=nn.initializers.zeros)
 
-  def encode_image(self, images):
+  def encode_image(self, images, aug=None):
+    """aug [B, AUG_DIM]: the views' augmentation parameters (UniCLIP only);
+    None means un-augmented (evaluation)."""
     if images.dtype == jnp.uint8:
       images = normalize_images(images)
-    return l2_normalize(self.image_tower(images.astype(self.image.dtype)))
+    offset = None
+    if self.uniclip:
+      if aug is None:
+        aug = jnp.broadcast_to(jnp.asarray(IDENTITY_AUG, jnp.float32),
+                               (images.shape[0], AUG_DIM))
+      offset = self.aug_out(nn.gelu(self.aug_hidden(aug), approximate=False))
+    return l2_normalize(self.image_tower(images.astype(self.image.dtype), offset))
 
   def encode_text(self, tokens):
     return l2_normalize(self.text_tower(tokens))
 
-  def __call__(self, images, texts: dict):
+  def __call__(self, images, texts: dict, aug=None):
     """Embeds images and each entry of `texts` (name → tokens [B, L]).
 
     Returns ({"image": x, name: t, ...}, logit_params) where logit_params
     holds "logit_scale" (and "logit_bias" when the model has one); the text
     entries are embedded in one text-tower call.
     """
-    embeddings = {"image": self.encode_image(images)}
+    embeddings = {"image": self.encode_image(images, aug)}
     if texts:
       names = sorted(texts)
       stacked = self.encode_text(jnp.concatenate([texts[n] for n in names]))
@@ -74,12 +98,15 @@ class TwoTowers(nn.Module):
     logit_params = {"logit_scale": self.logit_scale}
     if self.logit_bias_init is not None:
       logit_params["logit_bias"] = self.logit_bias
+    if self.uniclip:
+      logit_params["domain_log_scale"] = self.domain_log_scale
+      logit_params["domain_offset"] = self.domain_offset
     return embeddings, logit_params
 
 
 def from_config(model_cfg: ml_collections.ConfigDict, vocab_size: int,
                 context_length: int, logit_scale_init: float = LOGIT_SCALE_INIT,
-                logit_bias_init: float | None = None) -> TwoTowers:
+                logit_bias_init: float | None = None, uniclip: bool = False) -> TwoTowers:
   dtype = jnp.dtype(model_cfg.dtype)
   image = model_cfg.image
   text = model_cfg.text
@@ -88,4 +115,4 @@ def from_config(model_cfg: ml_collections.ConfigDict, vocab_size: int,
                               image.heads, model_cfg.embed_dim, dtype, model_cfg.remat),
       text=TextTransformer(vocab_size, context_length, text.width, text.depth,
                            text.heads, model_cfg.embed_dim, dtype, model_cfg.remat),
-      logit_scale_init=logit_scale_init, logit_bias_init=logit_bias_init)
+      logit_scale_init=logit_scale_init, logit_bias_init=logit_bias_init, uniclip=uniclip)

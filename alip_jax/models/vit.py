@@ -20,8 +20,10 @@ class VisionTransformer(nn.Module):
   remat: bool = False
 
   @nn.compact
-  def __call__(self, images):
-    """images: normalised float [B, H, W, 3] → unnormalised [B, embed_dim]."""
+  def __call__(self, images, pooled_offset=None):
+    """images: normalised float [B, H, W, 3] → unnormalised [B, embed_dim].
+    `pooled_offset` [B, width] is added to the pooled feature before the
+    projection (UniCLIP's augmentation-aware embedding)."""
     p = self.patch_size
     x = nn.Conv(self.width, (p, p), strides=(p, p), use_bias=False,
                 dtype=self.dtype, name="patch_embed")(images)
@@ -37,4 +39,6 @@ class VisionTransformer(nn.Module):
     x = Encoder(self.depth, self.num_heads, dtype=self.dtype, remat=self.remat,
                 name="encoder")(x)
     x = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="ln_post")(x[:, 0])
+    if pooled_offset is not None:
+      x = x + pooled_offset.astype(x.dtype)
     return nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype, name="proj")(x)

@@ -1,0 +1,53 @@
+"""UniCLIP (Lee et al., NeurIPS 2022) — *reconstructed*, not checked against
+the paper (no full text or code was available; see
+shared/specs/method-specs.md §3 and the decisions in §7).
+
+One universal space holds every view and text of the global batch: two
+augmented image views and the text(s) of each sample ([I1 | I2 | T…], 3N
+embeddings with one text path). Then:
+
+* **domain-dependent similarity**: z_ab = (cos(e_a, e_b) − b_d) / τ_d for the
+  unordered domain pair d ∈ {image–image, image–text, text–text}, learnable,
+  init τ_d = 0.07, b_d = 0 (parametrised as exp(log_scale_d)·(cos − b_d));
+* **MP-NCE**: every embedding with the same sample index is a positive of the
+  anchor, every embedding with another index (any domain) a negative; each
+  positive competes only against the anchor's negatives:
+      L = mean over (anchor a, positive p) of softplus(LSE_{n∈𝒩(a)} z_an − z_ap);
+* the augmentation-aware embedding lives in the model (models/two_towers.py):
+  an MLP of each view's augmentation vector added to the pooled image feature
+  before the projection; texts get none.
+
+With `loss.path = 'both'` the raw text and the caption are two texts of the
+sample (two more positives per anchor).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+IMAGE, TEXT = 0, 1
+
+
+def universal_layout(num_samples: int, num_views: int, num_texts: int):
+  """(sample index, domain) of each row of [views… | texts…]."""
+  ids = jnp.tile(jnp.arange(num_samples), num_views + num_texts)
+  domains = jnp.repeat(jnp.array([IMAGE] * num_views + [TEXT] * num_texts), num_samples)
+  return ids, domains
+
+
+def mpnce_loss(image_views: list, texts: list, domain_log_scale, domain_offset):
+  """image_views, texts: lists of [N, D] normalised embeddings."""
+  emb = jnp.concatenate([e.astype(jnp.float32) for e in image_views + texts])
+  ids, domains = universal_layout(image_views[0].shape[0], len(image_views), len(texts))
+  pair = domains[:, None] + domains[None, :]  # II = 0, IT = 1, TT = 2
+  scale = jnp.exp(domain_log_scale.astype(jnp.float32))[pair]
+  logits = scale * (emb @ emb.T - domain_offset.astype(jnp.float32)[pair])
+  same = ids[:, None] == ids[None, :]
+  positive = same & ~jnp.eye(len(ids), dtype=bool)
+  neg_lse = jax.nn.logsumexp(jnp.where(same, -jnp.inf, logits), axis=1)
+  per_pair = jax.nn.softplus(neg_lse[:, None] - logits)
+  loss = jnp.sum(jnp.where(positive, per_pair, 0.0)) / jnp.sum(positive)
+  metrics = {f"uniclip_scale_{name}": jnp.exp(domain_log_scale[i])
+             for i, name in enumerate(("ii", "it", "tt"))}
+  return loss, metrics
