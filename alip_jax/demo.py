@@ -32,7 +32,8 @@ _VARIANTS = flags.DEFINE_list(
 LABELS = {"clip_raw": "(a) CLIP, raw text only", "clip_caption": "(b) CLIP, captions only",
           "bipath": "(c) raw + caption, no gates", "alip": "(d) ALIP",
           "siglip": "SigLIP, both paths", "softclip": "SoftCLIP (reconstructed), both paths",
-          "mix": "caption/raw mixing (p = 0.5)"}
+          "mix": "caption/raw mixing (p = 0.5)",
+          "uniclip": "UniCLIP (reconstructed), two views + both texts"}
 
 
 def gate_auc(result, config) -> dict:
