@@ -48,7 +48,7 @@ def make_loss_fn(mesh, cfg):
 
 
 MESHES = {"1": dict(data=1, model=1), "8x1": dict(data=8, model=1),
-          "4x2": dict(data=4, model=2)}
+          "4x2": dict(data=4, model=2), "2x4": dict(data=2, model=4)}
 
 
 def mesh_of(name):
@@ -56,7 +56,7 @@ def mesh_of(name):
   return mesh_lib.make_mesh(MESHES[name], devices)
 
 
-@pytest.mark.parametrize("mesh_name", ["1", "4x2", "8x1"])
+@pytest.mark.parametrize("mesh_name", ["1", "4x2", "8x1", "2x4"])
 @pytest.mark.parametrize("variant", [
     {}, {"update_before_weights": False}, {"normalization": "sum"},
     {"gamma_sample": 3.0, "gamma_pair": 1.0},

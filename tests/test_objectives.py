@@ -34,6 +34,10 @@ def jax_loss(name, **kw):
   if name == "infonce":
     return (lambda x, y, s, b: jnp.mean(losses.infonce_per_sample(x, y, s)),
             lambda x, y, s, b: reference.infonce(x, y, s))
+  if name == "infonce_weighted":  # an ALIP path: constant per-sample weights
+    w = np.random.default_rng(1).uniform(0.05, 3.0, 32)
+    return (lambda x, y, s, b: jnp.mean(w.astype(np.float32) * losses.infonce_per_sample(x, y, s)),
+            lambda x, y, s, b: reference.infonce(x, y, s, weights=w[: len(x)]))
   if name == "siglip":
     return (lambda x, y, s, b: siglip_loss(x, y, s, b),
             lambda x, y, s, b: reference.siglip(x, y, s, b))
@@ -43,7 +47,7 @@ def jax_loss(name, **kw):
                                                 cfg.beta, cfg.target_source))
 
 
-CASES = [("infonce", {}), ("siglip", {}), ("softclip", {}),
+CASES = [("infonce", {}), ("infonce_weighted", {}), ("siglip", {}), ("softclip", {}),
          ("softclip", {"target_source": "other_modality"}),
          ("softclip", {"target_source": "mean", "alpha": 0.5, "beta": 0.3})]
 
@@ -70,7 +74,7 @@ def test_values_and_gradients_match_reference(name, kw, mesh_name):
     np.testing.assert_allclose(gb, want_grads["bias"], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name,kw", CASES[:3])
+@pytest.mark.parametrize("name,kw", CASES[:4])
 def test_reference_gradients_match_finite_differences(name, kw):
   """Checks the hand-derived NumPy gradients themselves, in float64."""
   x, _, y = (a[:6, :4].astype(np.float64) for a in embeddings(6))
