@@ -27,7 +27,7 @@ _STEPS = flags.DEFINE_integer("steps", None, "Override config.train.steps for ev
 _VARIANTS = flags.DEFINE_list(
     "variants", "clip_raw,clip_caption,bipath,alip",
     "Rows to run (configs/demo.py variants); the default is the README's table. "
-    "Also: siglip, softclip, mix.")
+    "Also: siglip, softclip, mix, uniclip.")
 
 LABELS = {"clip_raw": "(a) CLIP, raw text only", "clip_caption": "(b) CLIP, captions only",
           "bipath": "(c) raw + caption, no gates", "alip": "(d) ALIP",

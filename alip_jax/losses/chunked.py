@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from alip_jax.losses.contrastive import infonce_per_sample
+from alip_jax.losses.siglip import siglip_row_sums
 
 AXIS = "data"
 
@@ -86,10 +87,7 @@ def ring_siglip_row_sums(a, b, logit_scale, logit_bias):
   """Per-row −Σ_j log σ(label_ij·logit_ij); SigLIP = mean of these."""
   size = _ring_size()
   if size == 1:
-    a, b = a.astype(jnp.float32), b.astype(jnp.float32)
-    logits = jnp.exp(jnp.asarray(logit_scale, jnp.float32)) * a @ b.T + logit_bias
-    labels = 2.0 * jnp.eye(a.shape[0], dtype=jnp.float32) - 1.0
-    return -jnp.sum(jax.nn.log_sigmoid(labels * logits), axis=1)
+    return siglip_row_sums(a, b, logit_scale, logit_bias)
 
   def local(a, b, log_scale, bias):
     a, b = a.astype(jnp.float32), b.astype(jnp.float32)

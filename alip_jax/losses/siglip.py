@@ -16,8 +16,13 @@ SIGLIP_SCALE_INIT = 2.302585092994046  # ln 10
 SIGLIP_BIAS_INIT = -10.0
 
 
-def siglip_loss(a, b, logit_scale, logit_bias):
+def siglip_row_sums(a, b, logit_scale, logit_bias):
+  """Per row i: −Σ_j log σ(label_ij · logit_ij)."""
   a, b = a.astype(jnp.float32), b.astype(jnp.float32)
   logits = jnp.exp(jnp.asarray(logit_scale, jnp.float32)) * a @ b.T + logit_bias
   labels = 2.0 * jnp.eye(a.shape[0], dtype=jnp.float32) - 1.0
-  return -jnp.mean(jnp.sum(jax.nn.log_sigmoid(labels * logits), axis=1))
+  return -jnp.sum(jax.nn.log_sigmoid(labels * logits), axis=1)
+
+
+def siglip_loss(a, b, logit_scale, logit_bias):
+  return jnp.mean(siglip_row_sums(a, b, logit_scale, logit_bias))
