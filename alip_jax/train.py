@@ -13,6 +13,7 @@ import math
 import os
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -56,6 +57,8 @@ def make_model_and_tokenizer(config, data_dir):
 
 
 def init_params(model, config, rng):
+  """Parameters with their logical axis names (`nn.LogicallyPartitioned`
+  boxes); `nn.unbox` gives the plain arrays the train state holds."""
   image_size, length = config.data.image_size, config.data.context_length
   images = jnp.zeros((1, image_size, image_size, 3), jnp.uint8)
   tokens = jnp.zeros((1, length), jnp.int32).at[:, :2].set(jnp.array([SOT_ID, EOT_ID]))
@@ -97,39 +100,53 @@ def make_train_step(model, config, tx):
   return train_step
 
 
-def build_training(model, config, mesh):
+def build_training(model, config, mesh, init_params_fn=None):
   """Returns (init_state(rng), jitted train_step, state_sharding) for `mesh`.
 
-  The train state is a plain pytree {"step", "params", "opt", "gates"},
-  replicated over the mesh (data parallel); batches are split over 'data'.
+  The train state is a plain pytree {"step", "params", "opt", "gates"}.
+  Parameter shardings come from their logical axis names through
+  `mesh.LOGICAL_RULES` (replicated on a pure data-parallel mesh, sharded
+  over 'fsdp' and 'model' otherwise); Adam's moments follow their
+  parameters; everything else is replicated. Batches are split over
+  data × fsdp. `init_params_fn(rng)` replaces random initialisation (e.g.
+  imported CLIP weights); it returns plain or boxed parameters.
   """
   tx = optim.make_optimizer(config.optim, config.train.steps)
+  boxed_params = jax.eval_shape(lambda r: init_params(model, config, r), jax.random.key(0))
+  param_sharding = mesh_lib.logical_shardings(boxed_params, mesh)
 
   def init_state(rng):
-    params = init_params(model, config, rng)
+    params = nn.unbox(init_params_fn(rng) if init_params_fn else init_params(model, config, rng))
     return {"step": jnp.zeros((), jnp.int32), "params": params, "opt": tx.init(params),
             "gates": alip.init_gate_state(config.loss.alip.init_mean)}
 
   abstract_state = jax.eval_shape(init_state, jax.random.key(0))
-  state_sharding = jax.tree.map(lambda _: mesh_lib.replicated(mesh), abstract_state)
+  rep = mesh_lib.replicated(mesh)
+  state_sharding = {
+      "step": rep, "params": param_sharding, "gates": jax.tree.map(lambda _: rep, abstract_state["gates"]),
+      "opt": optax.tree_map_params(tx, lambda _, s: s, abstract_state["opt"], param_sharding,
+                                   transform_non_params=lambda _: rep)}
   batch_sharding = mesh_lib.batch_sharding(mesh)
   train_step = jax.jit(
       make_train_step(model, config, tx),
       in_shardings=(state_sharding, batch_sharding),  # every batch entry
-      out_shardings=(state_sharding, mesh_lib.replicated(mesh)),
+      out_shardings=(state_sharding, rep),
       donate_argnums=0)
   return init_state, train_step, state_sharding
 
 
-def make_encoders(model, mesh):
-  """Jitted image/text encoders for evaluation, batch-sharded over 'data'."""
-  batch, rep = mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)
+def make_encoders(model, mesh, param_sharding=None):
+  """Jitted image/text encoders for evaluation, batch-sharded over data × fsdp;
+  params sharded as `param_sharding` (a pytree or one sharding; default
+  replicated)."""
+  batch = mesh_lib.batch_sharding(mesh)
+  params_in = param_sharding if param_sharding is not None else mesh_lib.replicated(mesh)
   encode_image = jax.jit(
       lambda p, x: model.apply({"params": p}, x, method=model.encode_image),
-      in_shardings=(rep, batch), out_shardings=batch)
+      in_shardings=(params_in, batch), out_shardings=batch)
   encode_text = jax.jit(
       lambda p, t: model.apply({"params": p}, t, method=model.encode_text),
-      in_shardings=(rep, batch), out_shardings=batch)
+      in_shardings=(params_in, batch), out_shardings=batch)
   return encode_image, encode_text
 
 
@@ -164,9 +181,9 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
 
   # ---- Batch geometry.
   local_batch = mesh_lib.check_batch_size(config.train.batch_size, mesh, jax.process_count())
-  if config.eval.batch_size % mesh.shape["data"]:
+  if config.eval.batch_size % mesh_lib.batch_size_divisor(mesh):
     raise ValueError(f"config.eval.batch_size={config.eval.batch_size} is not divisible "
-                     f"by the data axis size {mesh.shape['data']}.")
+                     f"by the batch axes data × fsdp = {mesh_lib.batch_size_divisor(mesh)}.")
   batch_sharding = mesh_lib.batch_sharding(mesh)
   log.info("mesh %s, global batch %d (%d per process)", dict(mesh.shape),
            config.train.batch_size, local_batch)
@@ -184,7 +201,7 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
       records.split_files(data_dir, config.data.eval_split).files, tokenizer,
       config.data.image_size)
 
-  # ---- Model, optimiser and state (plain pytree, replicated: data parallel).
+  # ---- Model, optimiser and state (a plain pytree, sharded by logical rules).
   init_state, train_step, state_sharding = build_training(model, config, mesh)
   rng = jax.random.key(config.seed)
   abstract_state = jax.eval_shape(init_state, rng)
@@ -206,7 +223,7 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
   first_step = int(state["step"])
 
   # ---- Evaluation.
-  encode_image, encode_text = make_encoders(model, mesh)
+  encode_image, encode_text = make_encoders(model, mesh, state_sharding["params"])
   eval_path = os.path.join(workdir, "eval.json")
   eval_log = {}
   if os.path.exists(eval_path):

@@ -39,11 +39,15 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
   c.data.prefetch = 64
 
   c.model = ml_collections.ConfigDict()
+  # Towers: a name from alip_jax/models/zoo.py ('B/16', text 'B') or the sizes.
   c.model.image = ml_collections.ConfigDict(dict(patch_size=8, width=96, depth=2, heads=4))
   c.model.text = ml_collections.ConfigDict(dict(width=96, depth=2, heads=4))
   c.model.embed_dim = 96
-  c.model.dtype = "float32"  # compute dtype; parameters stay float32
-  c.model.remat = False
+  c.model.dtype = "float32"  # compute dtype ('bfloat16' on accelerators); params stay float32
+  c.model.remat = "none"     # 'none' | 'full' | 'dots' | 'dots_no_batch' (per block)
+  c.model.scan = False       # nn.scan over blocks: one compiled body, faster compiles
+  c.model.act = "gelu"       # 'quick_gelu' for OpenAI CLIP weights
+  c.model.attention = ""     # jax.nn.dot_product_attention implementation: '' (auto) | 'xla' | 'cudnn'
 
   c.loss = ml_collections.ConfigDict()
   c.loss.name = "alip"
@@ -95,6 +99,7 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
   c.eval.batch_size = 250
 
   # Mesh axis sizes; -1 = all remaining devices. The batch is split over
-  # 'data'; 'model' is reserved for tensor parallelism.
-  c.mesh = ml_collections.ConfigDict(dict(data=-1, model=1))
+  # 'data' × 'fsdp'; 'fsdp' also shards parameters and optimiser state;
+  # 'model' splits attention heads and MLP (tensor parallel). See README.
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
   return c

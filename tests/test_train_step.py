@@ -1,5 +1,6 @@
 """One trainer step gives the same numbers on 1 device and on meshes of 8."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +8,8 @@ import pytest
 
 from alip_jax import losses, mesh as mesh_lib, train
 from alip_jax.data.tokenizer import EOT_ID, SOT_ID
-from alip_jax.models import two_towers
+from alip_jax.losses import alip
+from alip_jax.models import transformer, two_towers
 from conftest import tiny_config
 
 VOCAB = 64
@@ -47,10 +49,22 @@ def run_steps(config, mesh_sizes, devices, num_steps=2):
   return jax.device_get(state), summaries
 
 
-@pytest.mark.parametrize("variant,chunked", [
-    ("alip", False), ("alip", True), ("clip_raw", False), ("siglip", False),
-    ("siglip", True), ("softclip", False), ("mix", True), ("uniclip", False)])
-def test_same_numbers_on_1_and_8_devices(variant, chunked):
+DP8, FSDP8, DP4_TP2 = dict(data=8), dict(fsdp=8), dict(data=4, model=2)
+
+
+# Each variant on the sharding modes that exercise it: plain data parallel,
+# FSDP (parameters and Adam moments sharded), tensor parallel, and mixes
+# (the chunked ring then runs over data × fsdp together).
+@pytest.mark.parametrize("variant,chunked,meshes", [
+    ("alip", False, (DP8, FSDP8, DP4_TP2)),
+    ("alip", True, (DP8, dict(data=2, fsdp=4))),
+    ("clip_raw", False, (FSDP8,)),
+    ("siglip", False, (DP4_TP2,)),
+    ("siglip", True, (dict(data=2, fsdp=2, model=2),)),
+    ("softclip", False, (dict(fsdp=4, model=2),)),
+    ("mix", True, (FSDP8,)),
+    ("uniclip", False, (DP4_TP2,))])
+def test_same_numbers_on_1_and_8_devices(variant, chunked, meshes):
   config = tiny_config(variant)
   config.loss.chunked = "on" if chunked else "off"
   # The attention key bias has an exactly-zero true gradient (softmax ignores
@@ -58,8 +72,8 @@ def test_same_numbers_on_1_and_8_devices(variant, chunked):
   # with eps=1e-8 turns any noise into a ±lr step. A larger eps compares the
   # sharding, not that amplification.
   config.optim.eps = 1e-4
-  ref_state, ref_summaries = run_steps(config, dict(data=1, model=1), jax.devices()[:1])
-  for sizes in (dict(data=8, model=1), dict(data=4, model=2)):
+  ref_state, ref_summaries = run_steps(config, dict(data=1), jax.devices()[:1])
+  for sizes in meshes:
     state, summaries = run_steps(config, sizes, jax.devices())
     for got, want in zip(summaries, ref_summaries):
       for k in ("loss", "grad_norm", "h_tc", "h_xt", "h_xc"):
@@ -67,6 +81,67 @@ def test_same_numbers_on_1_and_8_devices(variant, chunked):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                  state["params"], ref_state["params"])
     np.testing.assert_array_equal(state["step"], 2)
+
+
+def test_parameter_shardings_follow_the_logical_rules():
+  config = tiny_config()
+  mesh = mesh_lib.make_mesh(dict(data=2, fsdp=2, model=2))
+  model = two_towers.from_config(config.model, VOCAB, config.data.context_length)
+  _, _, sharding = train.build_training(model, config, mesh)
+  params, opt = sharding["params"], sharding["opt"]
+  block = params["image"]["encoder"]["block00"]
+  spec = lambda s: tuple(s.spec)
+  # 'embed' → fsdp, 'heads' / 'mlp' / 'vocab' → model, the rest replicated.
+  assert spec(block["attn"]["query"]["kernel"]) == ("fsdp", "model", None)
+  assert spec(block["attn"]["query"]["bias"]) == ("model", None)
+  assert spec(block["attn"]["out"]["kernel"]) == ("model", None, "fsdp")
+  assert spec(block["mlp"]["fc"]["kernel"]) == ("fsdp", "model")
+  assert spec(block["mlp"]["proj"]["kernel"]) == ("model", "fsdp")
+  assert spec(params["text"]["token_embedding"]["embedding"]) == ("model", "fsdp")
+  assert spec(params["image"]["patch_embed"]["kernel"]) == (None, None, None, "fsdp")
+  assert spec(params["image"]["proj"]["kernel"]) == ("fsdp", None)
+  replicated = lambda s: all(axes is None for axes in s.spec)
+  assert replicated(block["ln_1"]["scale"]) and replicated(params["logit_scale"])
+  # Adam's moments are sharded like their parameters.
+  moments = [x for x in jax.tree.leaves(opt, is_leaf=lambda x: isinstance(x, dict) and "image" in x)
+             if isinstance(x, dict)]
+  assert len(moments) == 2
+  for tree in moments:
+    assert tree["image"]["encoder"]["block00"]["mlp"]["fc"]["kernel"] == block["mlp"]["fc"]["kernel"]
+  # A dimension an axis does not divide is replicated instead of failing.
+  odd = two_towers.from_config(config.model, 63, config.data.context_length)
+  _, _, odd_sharding = train.build_training(odd, config, mesh)
+  assert spec(odd_sharding["params"]["text"]["token_embedding"]["embedding"]) == (None, "fsdp")
+
+
+def test_scan_and_remat_give_the_same_loss_and_gradients():
+  """nn.scan over blocks and rematerialisation change how, not what."""
+  config = tiny_config()
+  config.model.image.depth = config.model.text.depth = 3
+  batch = random_batch(config)
+  texts = {"raw": batch["raw_tokens"], "caption": batch["caption_tokens"]}
+
+  def loss_and_grads(model, params):
+    def loss_fn(p):
+      embeddings, logit_params = model.apply({"params": p}, batch["image"], texts)
+      return losses.compute_loss(config.loss, embeddings, logit_params,
+                                 alip.init_gate_state(1.0))[0]
+    return jax.jit(jax.value_and_grad(loss_fn))(params)
+
+  plain = two_towers.from_config(config.model, VOCAB, config.data.context_length)
+  params = nn.unbox(train.init_params(plain, config, jax.random.key(0)))
+  want_loss, want_grads = loss_and_grads(plain, params)
+  for remat in ("none", "full", "dots"):
+    config.model.scan, config.model.remat = True, remat
+    scanned = two_towers.from_config(config.model, VOCAB, config.data.context_length)
+    loss, grads = loss_and_grads(scanned, transformer.stack_layers(params))
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
+                 transformer.unstack_layers(grads), want_grads)
+  # The scanned layout carries the 'layers' axis in its logical names.
+  boxed = jax.eval_shape(lambda r: train.init_params(scanned, config, r), jax.random.key(0))
+  fc = boxed["image"]["encoder"]["blocks"]["mlp"]["fc"]["kernel"]
+  assert fc.names == ("layers", "embed", "mlp") and fc.value.shape[0] == 3
 
 
 def test_logit_scale_is_clamped():
@@ -79,7 +154,7 @@ def test_logit_scale_is_clamped():
 
 def test_batch_not_dividing_the_mesh_is_a_clear_error():
   mesh = mesh_lib.make_mesh(dict(data=-1, model=1))
-  with pytest.raises(ValueError, match=r"batch_size=12 is not divisible by the mesh's data axis size 8.*multiple of 8"):
+  with pytest.raises(ValueError, match=r"batch_size=12 is not divisible by the mesh's batch axes data × fsdp = 8.*multiple of 8"):
     mesh_lib.check_batch_size(12, mesh, 1)
 
 
@@ -88,7 +163,10 @@ def test_mesh_that_does_not_fit_the_devices_is_a_clear_error():
     mesh_lib.make_mesh(dict(data=3, model=2))
   with pytest.raises(ValueError, match="not divisible by the fixed axes' product 3"):
     mesh_lib.make_mesh(dict(data=-1, model=3))
-  assert dict(mesh_lib.make_mesh(dict(data=-1, model=2)).shape) == {"data": 4, "model": 2}
+  assert dict(mesh_lib.make_mesh(dict(data=-1, model=2)).shape) == {
+      "data": 4, "fsdp": 1, "model": 2}
+  with pytest.raises(ValueError, match=r"unknown axes \['tensor'\]"):
+    mesh_lib.make_mesh(dict(data=-1, tensor=2))
 
 
 def test_bfloat16_compute_keeps_float32_params_and_embeddings():

@@ -3,10 +3,9 @@
 Encoding of one text, context length L:
   [SOT, piece_1, ..., piece_k, EOT, PAD, ..., PAD]          (k <= L - 2)
 Over-long texts are truncated to L - 2 pieces and EOT is kept as the last real
-token (as CLIP forces the last token to EOT). PAD is id 0, so the EOT position
-of a row is `count(tokens != PAD) - 1`; the text tower pools there (CLIP pools
-at the EOT token, found in CLIP-BPE by argmax because EOT has the highest id;
-here we find it by position, which does not depend on the id order).
+token (as CLIP forces the last token to EOT). PAD is id 0. The text tower
+pools at the first EOT of a row (as HF CLIP does), which does not depend on
+the id order.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Memory-bounded contrastive losses: a ring over the mesh's 'data' axis.
+"""Memory-bounded contrastive losses: a ring over the mesh's batch axes
+(data × fsdp, in that order: the batch's own sharding).
 
 The full losses materialise N×N logits (per device an n×N row block under
 GSPMD): at N = 32k that is 512 MiB per block in fp32, plus softmax and
@@ -22,21 +23,24 @@ or a data axis of size 1, the full versions run.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from alip_jax.losses.contrastive import infonce_per_sample
 from alip_jax.losses.siglip import siglip_row_sums
+from alip_jax.mesh import BATCH_AXES
 
-AXIS = "data"
+AXIS = BATCH_AXES  # ppermute/pcast over several axes use their flattened index
 
 
 def _ring_size():
   mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty or AXIS not in mesh.axis_names:
+  if mesh.empty:
     return 1
-  return mesh.shape[AXIS]
+  return math.prod(mesh.shape[a] for a in AXIS if a in mesh.axis_names)
 
 
 def _ring(block_fn, carry_init, x, y, size):
@@ -51,14 +55,14 @@ def _ring(block_fn, carry_init, x, y, size):
     return (acc, y_block, travelling), None
 
   # The accumulators differ per device: mark them varying over the axis.
-  acc, travelling = jax.tree.map(lambda v: jax.lax.pcast(v, (AXIS,), to="varying"), carry_init)
+  acc, travelling = jax.tree.map(lambda v: jax.lax.pcast(v, AXIS, to="varying"), carry_init)
   (acc, _, travelling), _ = jax.lax.scan(hop, (acc, y, travelling), jnp.arange(size))
   return acc, travelling
 
 
 def ring_infonce_per_sample(a, b, logit_scale):
   """Same numbers as `infonce_per_sample(a, b, logit_scale)` for a, b [N, D]
-  sharded over 'data'; memory O(n·n) per device instead of O(n·N)."""
+  sharded over the batch axes; memory O(n·n) per device instead of O(n·N)."""
   size = _ring_size()
   if size == 1:
     return infonce_per_sample(a, b, logit_scale)

@@ -7,8 +7,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from alip_jax.data.tokenizer import PAD_ID
-from alip_jax.models.transformer import LN_EPS, Encoder
+from alip_jax.data.tokenizer import EOT_ID
+from alip_jax.models.transformer import LN_EPS, Encoder, dense_init
 
 
 class TextTransformer(nn.Module):
@@ -19,7 +19,11 @@ class TextTransformer(nn.Module):
   num_heads: int
   embed_dim: int
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: str = "none"
+  scan: bool = False
+  act: str = "gelu"
+  attention_impl: str | None = None
+  eot_id: int = EOT_ID  # 49407 for CLIP's BPE vocabulary
 
   @nn.compact
   def __call__(self, tokens):
@@ -27,15 +31,19 @@ class TextTransformer(nn.Module):
     if tokens.shape[-1] != self.context_length:
       raise ValueError(f"tokens have length {tokens.shape[-1]}, the text tower "
                        f"was built for context_length={self.context_length}")
-    x = nn.Embed(self.vocab_size, self.width, embedding_init=nn.initializers.normal(0.02),
-                 dtype=self.dtype, name="token_embedding")(tokens)
-    pos = self.param("pos_embedding", nn.initializers.normal(0.01),
-                     (self.context_length, self.width))
+    x = nn.Embed(self.vocab_size, self.width, dtype=self.dtype, name="token_embedding",
+                 embedding_init=nn.with_logical_partitioning(
+                     nn.initializers.normal(0.02), ("vocab", "embed")))(tokens)
+    pos = self.param("pos_embedding", nn.with_logical_partitioning(
+        nn.initializers.normal(0.01), ("length", "embed")), (self.context_length, self.width))
     x = x + pos.astype(x.dtype)
-    x = Encoder(self.depth, self.num_heads, dtype=self.dtype, remat=self.remat,
-                name="encoder")(x, nn.make_causal_mask(tokens))
+    x = Encoder(self.depth, self.num_heads, causal=True, act=self.act, dtype=self.dtype,
+                remat=self.remat, scan=self.scan, attention_impl=self.attention_impl,
+                name="encoder")(x)
     x = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="ln_final")(x)
-    # EOT sits right after the last real token; PAD (0) only follows it.
-    eot = jnp.sum(tokens != PAD_ID, axis=-1) - 1
+    # Pool at the first EOT (as HF CLIP does): the tokenizer always writes
+    # one, also when it truncates; padding may follow it.
+    eot = jnp.argmax(tokens == self.eot_id, axis=-1)
     x = jnp.take_along_axis(x, eot[:, None, None], axis=1)[:, 0]
-    return nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype, name="proj")(x)
+    return nn.Dense(self.embed_dim, use_bias=False, dtype=self.dtype,
+                    kernel_init=dense_init(("embed", "joint")), name="proj")(x)

@@ -1,7 +1,11 @@
 """Pre-LayerNorm transformer encoder shared by the image and text towers.
 
-Matches the CLIP/open_clip block (the official ALIP code uses GELU, not
-QuickGELU; LayerNorm eps 1e-5) so public CLIP weights map onto it.
+Matches the CLIP block (LayerNorm eps 1e-5, biased q/k/v/out projections,
+fc → act → proj MLP) so public CLIP weights map onto it one to one. The
+official ALIP code uses exact GELU; OpenAI's CLIP uses QuickGELU (`act`).
+
+Every matrix carries logical axis names (`nn.with_logical_partitioning`);
+`alip_jax.mesh.LOGICAL_RULES` maps them to mesh axes (DP / FSDP / TP).
 """
 
 from __future__ import annotations
@@ -9,50 +13,158 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 LN_EPS = 1e-5
+# Names of `model.remat` → what the backward pass keeps of each block.
+REMAT_POLICIES = {
+    "full": None,  # keep only the block input; recompute everything
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+def dense_init(names):
+  return nn.with_logical_partitioning(nn.initializers.lecun_normal(), names)
+
+
+def zeros_init(names):
+  return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
+
+
+def activation(name: str):
+  if name == "gelu":
+    return lambda x: nn.gelu(x, approximate=False)
+  if name == "quick_gelu":  # OpenAI CLIP
+    return lambda x: x * jax.nn.sigmoid(1.702 * x)
+  raise ValueError(f"model.act must be 'gelu' or 'quick_gelu', got {name!r}")
+
+
+class Attention(nn.Module):
+  """Multi-head self-attention; `causal` masks future positions (text)."""
+  num_heads: int
+  causal: bool = False
+  dtype: Any = jnp.float32
+  implementation: str | None = None  # jax.nn.dot_product_attention: None | 'xla' | 'cudnn'
+
+  @nn.compact
+  def __call__(self, x):
+    width = x.shape[-1]
+    if width % self.num_heads:
+      raise ValueError(f"width {width} is not divisible by {self.num_heads} heads")
+    head_dim = width // self.num_heads
+
+    def project(name):
+      return nn.DenseGeneral((self.num_heads, head_dim), dtype=self.dtype, name=name,
+                             kernel_init=dense_init(("embed", "heads", "kv")),
+                             bias_init=zeros_init(("heads", "kv")))(x)
+
+    y = jax.nn.dot_product_attention(project("query"), project("key"), project("value"),
+                                     is_causal=self.causal, implementation=self.implementation)
+    return nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, name="out",
+                           kernel_init=dense_init(("heads", "kv", "embed")),
+                           bias_init=zeros_init(("embed",)))(y)
 
 
 class MlpBlock(nn.Module):
   mlp_dim: int
+  act: str = "gelu"
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     width = x.shape[-1]
-    x = nn.Dense(self.mlp_dim, dtype=self.dtype, name="fc")(x)
-    x = nn.gelu(x, approximate=False)
-    return nn.Dense(width, dtype=self.dtype, name="proj")(x)
+    x = nn.Dense(self.mlp_dim, dtype=self.dtype, name="fc",
+                 kernel_init=dense_init(("embed", "mlp")), bias_init=zeros_init(("mlp",)))(x)
+    x = activation(self.act)(x)
+    return nn.Dense(width, dtype=self.dtype, name="proj",
+                    kernel_init=dense_init(("mlp", "embed")), bias_init=zeros_init(("embed",)))(x)
 
 
 class EncoderBlock(nn.Module):
   num_heads: int
   mlp_dim: int
+  causal: bool = False
+  act: str = "gelu"
   dtype: Any = jnp.float32
+  attention_impl: str | None = None
 
   @nn.compact
-  def __call__(self, x, mask=None):
+  def __call__(self, x, _=None):
     y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="ln_1")(x)
-    y = nn.MultiHeadDotProductAttention(
-        num_heads=self.num_heads, dtype=self.dtype, name="attn")(y, y, mask=mask)
-    x = x + y
+    x = x + Attention(self.num_heads, self.causal, self.dtype, self.attention_impl,
+                      name="attn")(y)
     y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="ln_2")(x)
-    return x + MlpBlock(self.mlp_dim, self.dtype, name="mlp")(y)
+    x = x + MlpBlock(self.mlp_dim, self.act, self.dtype, name="mlp")(y)
+    return x, None  # (carry, output) so the block also runs under nn.scan
 
 
 class Encoder(nn.Module):
-  """`depth` blocks; `remat` recomputes each block's activations in backward."""
+  """`depth` blocks named block00, block01, … or, with `scan`, one scanned
+  block whose parameters are stacked along a leading 'layers' axis (one
+  compiled body instead of `depth` copies: much shorter compiles)."""
   depth: int
   num_heads: int
   mlp_ratio: float = 4.0
+  causal: bool = False
+  act: str = "gelu"
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: str = "none"  # 'none' | a key of REMAT_POLICIES
+  scan: bool = False
+  attention_impl: str | None = None
 
   @nn.compact
-  def __call__(self, x, mask=None):
-    block = nn.remat(EncoderBlock) if self.remat else EncoderBlock
-    mlp_dim = int(x.shape[-1] * self.mlp_ratio)
+  def __call__(self, x):
+    block = EncoderBlock
+    if self.remat != "none":
+      if self.remat not in REMAT_POLICIES:
+        raise ValueError(f"model.remat must be 'none' or one of {sorted(REMAT_POLICIES)}, "
+                         f"got {self.remat!r}")
+      block = nn.remat(block, policy=REMAT_POLICIES[self.remat], prevent_cse=not self.scan)
+    args = (self.num_heads, int(x.shape[-1] * self.mlp_ratio), self.causal, self.act,
+            self.dtype, self.attention_impl)
+    if self.scan:
+      stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                      length=self.depth, metadata_params={nn.PARTITION_NAME: "layers"})
+      x, _ = stack(*args, name="blocks")(x, None)
+      return x
     for i in range(self.depth):
-      x = block(self.num_heads, mlp_dim, self.dtype, name=f"block{i:02d}")(x, mask)
+      x, _ = block(*args, name=f"block{i:02d}")(x)
     return x
+
+
+def remat_name(value) -> str:
+  """`model.remat` accepts the old booleans: False → 'none', True → 'full'."""
+  if value is True:
+    return "full"
+  if value is False or value is None:
+    return "none"
+  return str(value)
+
+
+def _is_encoder(tree) -> bool:
+  return isinstance(tree, dict) and (
+      "blocks" in tree or (tree and all(k.startswith("block") for k in tree)))
+
+
+def stack_layers(params):
+  """Unscanned params (encoder/block00, block01, …) → the `model.scan=True`
+  layout (encoder/blocks with a leading layer axis). Idempotent."""
+  if not isinstance(params, dict):
+    return params
+  if _is_encoder(params) and "blocks" not in params:
+    blocks = [params[k] for k in sorted(params)]
+    return {"blocks": jax.tree.map(lambda *xs: jnp.stack(xs), *blocks)}
+  return {k: stack_layers(v) for k, v in params.items()}
+
+
+def unstack_layers(params):
+  """The inverse of `stack_layers`. Idempotent."""
+  if not isinstance(params, dict):
+    return params
+  if _is_encoder(params) and "blocks" in params:
+    depth = jax.tree.leaves(params["blocks"])[0].shape[0]
+    return {f"block{i:02d}": jax.tree.map(lambda x, i=i: x[i], params["blocks"])
+            for i in range(depth)}
+  return {k: unstack_layers(v) for k, v in params.items()}

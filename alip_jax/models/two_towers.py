@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from alip_jax.data.tokenizer import EOT_ID
+from alip_jax.models import transformer, zoo
 from alip_jax.models.text import TextTransformer
 from alip_jax.models.vit import VisionTransformer
 
@@ -107,12 +109,20 @@ class TwoTowers(nn.Module):
 def from_config(model_cfg: ml_collections.ConfigDict, vocab_size: int,
                 context_length: int, logit_scale_init: float = LOGIT_SCALE_INIT,
                 logit_bias_init: float | None = None, uniclip: bool = False) -> TwoTowers:
+  """Towers by name or dict (`models.zoo`); `model.dtype` is the compute
+  dtype (parameters stay float32); `model.remat`, `model.scan`, `model.act`,
+  `model.attention` and `model.eot_id` are optional."""
   dtype = jnp.dtype(model_cfg.dtype)
-  image = model_cfg.image
-  text = model_cfg.text
+  image = zoo.image_tower(model_cfg.image)
+  text = zoo.text_tower(model_cfg.text)
+  common = dict(dtype=dtype, remat=transformer.remat_name(model_cfg.get("remat", "none")),
+                scan=bool(model_cfg.get("scan", False)), act=model_cfg.get("act", "gelu"),
+                attention_impl=model_cfg.get("attention", None) or None)
+  embed_dim = model_cfg.embed_dim
   return TwoTowers(
-      image=VisionTransformer(image.patch_size, image.width, image.depth,
-                              image.heads, model_cfg.embed_dim, dtype, model_cfg.remat),
-      text=TextTransformer(vocab_size, context_length, text.width, text.depth,
-                           text.heads, model_cfg.embed_dim, dtype, model_cfg.remat),
+      image=VisionTransformer(image["patch_size"], image["width"], image["depth"],
+                              image["heads"], embed_dim, **common),
+      text=TextTransformer(vocab_size, context_length, text["width"], text["depth"],
+                           text["heads"], embed_dim, eot_id=model_cfg.get("eot_id", EOT_ID),
+                           **common),
       logit_scale_init=logit_scale_init, logit_bias_init=logit_bias_init, uniclip=uniclip)
