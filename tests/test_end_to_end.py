@@ -51,7 +51,7 @@ def test_cli_rejects_a_batch_that_does_not_divide_the_mesh(tiny_corpus, tmp_path
   result = run_main(str(tmp_path / "bad"), *TINY_FLAGS, f"--config.data.dir={tiny_corpus}",
                     "--config.train.batch_size=12")
   assert result.returncode != 0
-  assert "batch_size=12 is not divisible by the mesh's data axis size 8" in result.stderr
+  assert "batch_size=12 is not divisible by the mesh's batch axes data × fsdp = 8" in result.stderr
 
 
 @pytest.mark.slow

@@ -1,0 +1,151 @@
+"""Train-step benchmark: FLOPs, step time, samples/s, MFU and peak memory.
+
+  python -m alip_jax.benchmarks.train_step --config configs/alip_yfcc15m.py:B/16 \
+      --config.train.batch_size=1024 --steps 20
+
+Runs the real jitted ALIP train step (the trainer's `build_training`) on a
+random batch already on the devices, so it measures the model, loss and
+optimiser, not the input pipeline. Prints one JSON line:
+
+* model_tflop_per_step: analytic 3 × forward matmul FLOPs (`model_flops`),
+  what MFU conventionally counts (no remat recomputation);
+* xla_tflop_per_step: what XLA's `cost_analysis` of the compiled step counts,
+  summed over devices (includes recomputation, elementwise work, the loss);
+* step_s (median), samples_per_s, mfu = model FLOPs / (step_s × peak ×
+  devices), hfu likewise from the XLA count;
+* compile_s; peak_memory_gib (the device allocator's peak where it reports
+  one, GPU/TPU) and XLA's memory_analysis (temporaries, arguments).
+
+--peak_tflops is the per-device dense peak (default: 989 for H100/H200 bf16;
+required elsewhere for MFU). On CPU only compare figures within one run.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ml_collections import config_flags
+
+from alip_jax import losses, mesh as mesh_lib, train
+from alip_jax.models import two_towers, zoo
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).")
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps (after 2 warm-up steps).")
+_VOCAB = flags.DEFINE_integer("vocab", 49408, "Text vocabulary size (CLIP BPE: 49408).")
+_PEAK = flags.DEFINE_float("peak_tflops", 0.0, "Per-device peak TFLOP/s (0 = known GPUs).")
+_COMPILE_ONLY = flags.DEFINE_bool("compile_only", False, "Only lower and compile (FLOPs, "
+                                  "memory, compile time); no steps.")
+flags.mark_flags_as_required(["config"])
+
+KNOWN_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # bf16 dense
+
+
+def tower_flops(width: int, depth: int, length: int) -> float:
+  """Forward matmul FLOPs of `depth` CLIP blocks on `length` tokens:
+  q/k/v/out (4·w²) and MLP (8·w²) per token, plus QKᵀ and AV (2·L·w)."""
+  return depth * (2 * length * 12 * width**2 + 4 * length**2 * width)
+
+
+def model_flops(model_cfg, image_size: int, context_length: int, texts_per_sample: int = 2,
+                training: bool = True) -> float:
+  """Analytic FLOPs per sample (ALIP: one image, raw text and caption)."""
+  image, text = zoo.image_tower(model_cfg.image), zoo.text_tower(model_cfg.text)
+  patches = (image_size // image["patch_size"]) ** 2
+  width, embed = image["width"], model_cfg.embed_dim
+  image_fwd = (tower_flops(width, image["depth"], patches + 1)
+               + 2 * patches * 3 * image["patch_size"] ** 2 * width + 2 * width * embed)
+  text_fwd = (tower_flops(text["width"], text["depth"], context_length)
+              + 2 * text["width"] * embed)
+  forward = image_fwd + texts_per_sample * text_fwd
+  return 3 * forward if training else forward
+
+
+def random_batch(config, vocab, sharding):
+  rng = np.random.default_rng(0)
+  n, size, length = config.train.batch_size, config.data.image_size, config.data.context_length
+  lengths = rng.integers(5, length - 1, size=(2, n))
+  tokens = rng.integers(4, vocab, size=(2, n, length), dtype=np.int32)
+  positions = np.arange(length)
+  tokens = np.where(positions < lengths[..., None], tokens, 0)
+  tokens[:, :, 0] = 2
+  tokens[np.arange(2)[:, None], np.arange(n)[None], lengths] = 3  # EOT
+  batch = {"image": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+           "raw_tokens": tokens[0], "caption_tokens": tokens[1]}
+  return {k: jax.device_put(v, sharding) for k, v in batch.items()}
+
+
+def _tower_name(value) -> str:
+  return value if isinstance(value, str) else ",".join(f"{k}={v}" for k, v in sorted(dict(value).items()))
+
+
+def _xla_flops(compiled) -> float:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):  # older jax: one dict per device program
+    cost = cost[0] if cost else {}
+  return float((cost or {}).get("flops", float("nan")))
+
+
+def run(config, steps: int, vocab: int, peak_tflops: float, compile_only: bool = False) -> dict:
+  mesh = mesh_lib.make_mesh(config.mesh)
+  devices = mesh.devices.size
+  model = two_towers.from_config(config.model, vocab, config.data.context_length,
+                                 **losses.head_kwargs(config.loss))
+  with jax.set_mesh(mesh):
+    init_state, train_step, state_sharding = train.build_training(model, config, mesh)
+    state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(0))
+    batch = random_batch(config, vocab, mesh_lib.batch_sharding(mesh))
+    start = time.perf_counter()
+    compiled = train_step.lower(state, batch).compile()
+    compile_s = time.perf_counter() - start
+    memory = compiled.memory_analysis()
+    result = {
+        "device": jax.devices()[0].device_kind, "devices": devices,
+        "mesh": dict(mesh.shape), "image": _tower_name(config.model.image),
+        "text": _tower_name(config.model.text), "dtype": config.model.dtype,
+        "remat": str(config.model.get("remat", "none")), "scan": bool(config.model.get("scan")),
+        "objective": config.loss.name, "batch": config.train.batch_size,
+        "compile_s": round(compile_s, 2),
+        "model_tflop_per_step": model_flops(config.model, config.data.image_size,
+                                            config.data.context_length)
+                                * config.train.batch_size / 1e12,
+        # cost_analysis is per device program under SPMD: × devices.
+        "xla_tflop_per_step": _xla_flops(compiled) * devices / 1e12,
+        "xla_temp_gib_per_device": getattr(memory, "temp_size_in_bytes", 0) / 2**30,
+        "xla_argument_gib_per_device": getattr(memory, "argument_size_in_bytes", 0) / 2**30,
+    }
+    if not compile_only:
+      times = []
+      for i in range(steps + 2):
+        start = time.perf_counter()
+        state, summary = compiled(state, batch)
+        jax.block_until_ready(summary["loss"])
+        if i >= 2:
+          times.append(time.perf_counter() - start)
+      step_s = statistics.median(times)
+      result.update(step_s=round(step_s, 5), samples_per_s=round(config.train.batch_size / step_s, 1),
+                    loss=float(summary["loss"]))
+      if peak_tflops:
+        result["peak_tflops_per_device"] = peak_tflops
+        result["mfu"] = round(result["model_tflop_per_step"] / step_s / (peak_tflops * devices), 4)
+        result["hfu"] = round(result["xla_tflop_per_step"] / step_s / (peak_tflops * devices), 4)
+  stats = jax.devices()[0].memory_stats() or {}
+  if "peak_bytes_in_use" in stats:
+    result["peak_memory_gib"] = round(stats["peak_bytes_in_use"] / 2**30, 2)
+  return result
+
+
+def main(argv):
+  del argv
+  peak = _PEAK.value or next((v for k, v in KNOWN_PEAK_TFLOPS.items()
+                              if k in jax.devices()[0].device_kind), 0.0)
+  print(json.dumps(run(_CONFIG.value, _STEPS.value, _VOCAB.value, peak, _COMPILE_ONLY.value)))
+
+
+if __name__ == "__main__":
+  app.run(main)
