@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 
 import flax.linen as nn
@@ -23,10 +24,10 @@ from jax.experimental import multihost_utils
 
 from alip_jax import checkpointing, losses, mesh as mesh_lib, optim
 from alip_jax.data import pipeline, records, synthetic
-from alip_jax.data.tokenizer import SOT_ID, EOT_ID, Tokenizer
+from alip_jax.data.tokenizer import SOT_ID, EOT_ID, HFTokenizer, Tokenizer
 from alip_jax.evaluation import retrieval
 from alip_jax.losses import alip
-from alip_jax.models import two_towers
+from alip_jax.models import clip_weights, transformer, two_towers
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,14 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> str:
 
 
 def make_model_and_tokenizer(config, data_dir):
-  tokenizer = Tokenizer(os.path.join(data_dir, "tokenizer.model"), config.data.context_length)
+  """The tokenizer is the data's SentencePiece model, or, when starting from
+  HF CLIP weights (`init_from='hf:DIR'`), DIR/tokenizer.json if it exists."""
+  init_kind, _, init_path = config.get("init_from", "").partition(":")
+  hf_json = os.path.join(init_path, "tokenizer.json")
+  if init_kind == "hf" and os.path.exists(hf_json):
+    tokenizer = HFTokenizer(hf_json, config.data.context_length)
+  else:
+    tokenizer = Tokenizer(os.path.join(data_dir, "tokenizer.model"), config.data.context_length)
   model = two_towers.from_config(config.model, tokenizer.vocab_size, config.data.context_length,
                                 **losses.head_kwargs(config.loss))
   return model, tokenizer
@@ -100,7 +108,42 @@ def make_train_step(model, config, tx):
   return train_step
 
 
-def build_training(model, config, mesh, init_params_fn=None):
+def imported_params(config, fresh_params):
+  """`config.init_from` = 'hf:DIR' (HF CLIPModel) or 'openai:FILE' (OpenAI /
+  open_clip state dict) → `fresh_params` with every tower weight replaced by
+  the imported one (heads the checkpoint lacks, e.g. a SigLIP bias, stay
+  fresh). The config's towers must match the checkpoint's."""
+  kind, _, path = config.init_from.partition(":")
+  if kind == "hf":
+    imported, model_cfg, _ = clip_weights.load_hf(path)
+  elif kind == "openai":
+    imported, model_cfg, _ = clip_weights.load_openai(path, act=config.model.act)
+  else:
+    raise ValueError(f"config.init_from must be 'hf:DIR' or 'openai:FILE', got {config.init_from!r}")
+  if model_cfg.act != config.model.act:
+    raise ValueError(f"{path} was trained with act={model_cfg.act!r} but config.model.act="
+                     f"{config.model.act!r}; set --config.model.act={model_cfg.act}")
+  if config.model.get("scan", False):
+    imported = transformer.stack_layers(imported)
+  fresh = jax.tree_util.tree_flatten_with_path(fresh_params)[0]
+  imported_flat = {jax.tree_util.keystr(k): v
+                   for k, v in jax.tree_util.tree_flatten_with_path(imported)[0]}
+  leaves = []
+  for key_path, value in fresh:
+    key = jax.tree_util.keystr(key_path)
+    new = imported_flat.pop(key, None)
+    if new is not None and tuple(new.shape) != tuple(value.shape):
+      raise ValueError(f"init_from {path}: {key} has shape {tuple(new.shape)} there but "
+                       f"{tuple(value.shape)} in this config; make config.model match the "
+                       f"checkpoint (towers {dict(model_cfg.image)}, {dict(model_cfg.text)}, "
+                       f"embed_dim {model_cfg.embed_dim}) and data.context_length")
+    leaves.append(np.asarray(new, np.float32) if new is not None else value)
+  if imported_flat:
+    raise ValueError(f"init_from {path}: weights with no place in this model: {sorted(imported_flat)[:5]}")
+  return jax.tree.unflatten(jax.tree.structure(fresh_params), leaves)
+
+
+def build_training(model, config, mesh):
   """Returns (init_state(rng), jitted train_step, state_sharding) for `mesh`.
 
   The train state is a plain pytree {"step", "params", "opt", "gates"}.
@@ -108,15 +151,14 @@ def build_training(model, config, mesh, init_params_fn=None):
   `mesh.LOGICAL_RULES` (replicated on a pure data-parallel mesh, sharded
   over 'fsdp' and 'model' otherwise); Adam's moments follow their
   parameters; everything else is replicated. Batches are split over
-  data × fsdp. `init_params_fn(rng)` replaces random initialisation (e.g.
-  imported CLIP weights); it returns plain or boxed parameters.
+  data × fsdp.
   """
   tx = optim.make_optimizer(config.optim, config.train.steps)
   boxed_params = jax.eval_shape(lambda r: init_params(model, config, r), jax.random.key(0))
   param_sharding = mesh_lib.logical_shardings(boxed_params, mesh)
 
   def init_state(rng):
-    params = nn.unbox(init_params_fn(rng) if init_params_fn else init_params(model, config, rng))
+    params = nn.unbox(init_params(model, config, rng))
     return {"step": jnp.zeros((), jnp.int32), "params": params, "opt": tx.init(params),
             "gates": alip.init_gate_state(config.loss.alip.init_mean)}
 
@@ -191,6 +233,9 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
   # ---- Input.
   data_dir = prepare_data(config, workdir)
   model, tokenizer = make_model_and_tokenizer(config, data_dir)
+  if is_main:  # so alip_jax.load needs no data directory
+    tokenizer_file = getattr(tokenizer, "tokenizer_json", None) or tokenizer.model_path
+    shutil.copy(tokenizer_file, os.path.join(workdir, os.path.basename(tokenizer_file)))
   bad_records = pipeline.BadRecordCounter()
   train_iter = iter(pipeline.train_dataset(
       records.split_files(data_dir, config.data.train_split).files, tokenizer,
@@ -217,6 +262,11 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
   state = checkpointing.restore_latest(manager, abstract_with_sharding, train_iter)
   if state is None:
     state = jax.jit(init_state, out_shardings=state_sharding)(rng)
+    if config.get("init_from"):
+      # Adam's moments start at zero whatever the params: only they change.
+      params = imported_params(config, jax.device_get(state["params"]))
+      state["params"] = jax.device_put(params, state_sharding["params"])
+      log.info("initialised from %s", config.init_from)
     log.info("initialised a new run in %s", workdir)
   else:
     log.info("resumed from step %d in %s", int(state["step"]), workdir)

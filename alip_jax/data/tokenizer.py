@@ -77,3 +77,42 @@ class Tokenizer:
 
   def __setstate__(self, state):
     self.__init__(state["model_path"], state["context_length"])
+
+
+class HFTokenizer:
+  """A HF `tokenizers` tokenizer.json (CLIP's BPE) with the same fixed-length
+  encoding and interface as `Tokenizer`: [SOT, ids…, EOT, 0, …, 0], pooled
+  at EOT. CLIP's normaliser (lower-casing, whitespace) is in the JSON."""
+
+  def __init__(self, tokenizer_json: str, context_length: int = 77,
+               sot_token: str = "<|startoftext|>", eot_token: str = "<|endoftext|>"):
+    from tokenizers import Tokenizer as _HF
+    self.tokenizer_json, self.context_length = tokenizer_json, context_length
+    self._tok = _HF.from_file(tokenizer_json)
+    self.sot_id, self.eot_id = self._tok.token_to_id(sot_token), self._tok.token_to_id(eot_token)
+    if self.sot_id is None or self.eot_id is None:
+      raise ValueError(f"{tokenizer_json} has no {sot_token!r} / {eot_token!r} tokens")
+
+  @property
+  def vocab_size(self) -> int:
+    return self._tok.get_vocab_size()
+
+  def encode(self, text: str) -> np.ndarray:
+    ids = self._tok.encode(text, add_special_tokens=False).ids[: self.context_length - 2]
+    tokens = np.zeros(self.context_length, np.int32)
+    tokens[0], tokens[1 : 1 + len(ids)], tokens[1 + len(ids)] = self.sot_id, ids, self.eot_id
+    return tokens
+
+  def encode_batch(self, texts: list[str]) -> np.ndarray:
+    return np.stack([self.encode(t) for t in texts]) if texts else np.zeros(
+        (0, self.context_length), np.int32)
+
+  def decode(self, tokens: np.ndarray) -> str:
+    ids = [int(t) for t in tokens if t not in (0, self.sot_id, self.eot_id)]
+    return self._tok.decode(ids)
+
+  def __getstate__(self):
+    return {"tokenizer_json": self.tokenizer_json, "context_length": self.context_length}
+
+  def __setstate__(self, state):
+    self.__init__(state["tokenizer_json"], state["context_length"])

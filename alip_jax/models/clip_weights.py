@@ -1,0 +1,274 @@
+"""CLIP weights in and out: HF transformers `CLIPModel` directories and
+OpenAI / open_clip state dicts → our params, and our params → an HF
+`CLIPModel` directory (config.json + model.safetensors).
+
+Layouts (PyTorch → Flax): Linear weight [out, in] → kernel [in, out];
+q/k/v [w, w] → [w, heads, head_dim]; out_proj → [heads, head_dim, w];
+patch conv [w, 3, p, p] → [p, p, 3, w]. Nothing here needs torch: weights
+are read with safetensors; `.bin` / `.pt` files are read with
+`torch.load(weights_only=True)` (no pickled code runs) when torch is
+installed, and a clear error says to convert them otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import ml_collections
+import numpy as np
+
+from alip_jax.models import transformer
+
+log = logging.getLogger(__name__)
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors",
+                "open_clip_pytorch_model.bin")
+
+
+# ---------------------------------------------------------------- reading
+
+def read_state_dict(path: str) -> dict[str, np.ndarray]:
+  """A directory (first of WEIGHT_FILES found) or a weights file → numpy arrays."""
+  if os.path.isdir(path):
+    found = [os.path.join(path, f) for f in WEIGHT_FILES if os.path.exists(os.path.join(path, f))]
+    if not found:
+      raise FileNotFoundError(f"{path} holds none of {WEIGHT_FILES}")
+    path = found[0]
+  if path.endswith(".safetensors"):
+    from safetensors.numpy import load_file
+    return load_file(path)
+  try:
+    import torch
+  except ImportError as e:
+    raise ImportError(
+        f"{path} is a PyTorch pickle; reading it needs torch (pip install torch), or convert "
+        f"it to safetensors first (safetensors.torch.save_file).") from e
+  state = torch.load(path, map_location="cpu", weights_only=True)  # no arbitrary code
+  state = state.get("state_dict", state)
+  return {k.removeprefix("module."): v.float().numpy() if v.is_floating_point() else v.numpy()
+          for k, v in state.items()}
+
+
+# ---------------------------------------------------------------- HF CLIPModel
+
+def hf_model_config(hf: dict) -> tuple[ml_collections.ConfigDict, dict]:
+  """HF config.json dict → (our model config, dict(vocab_size, context_length,
+  image_size))."""
+  text, vision = hf["text_config"], hf["vision_config"]
+  acts = {text.get("hidden_act", "quick_gelu"), vision.get("hidden_act", "quick_gelu")}
+  if len(acts) != 1 or not acts <= {"gelu", "quick_gelu"}:
+    raise ValueError(f"unsupported activations {acts}: the towers share one of gelu / quick_gelu")
+
+  def tower(c, **extra):
+    if c.get("intermediate_size", 4 * c["hidden_size"]) != 4 * c["hidden_size"]:
+      raise ValueError(f"intermediate_size {c['intermediate_size']} != 4 × hidden_size")
+    return dict(width=c["hidden_size"], depth=c["num_hidden_layers"],
+                heads=c["num_attention_heads"], **extra)
+
+  model = ml_collections.ConfigDict(dict(
+      image=tower(vision, patch_size=vision["patch_size"]), text=tower(text),
+      embed_dim=hf.get("projection_dim", 512), dtype="float32", remat="none", scan=False,
+      act=acts.pop(), attention="", eot_id=int(text.get("eos_token_id", 49407))))
+  return model, dict(vocab_size=text["vocab_size"], context_length=text["max_position_embeddings"],
+                     image_size=vision["image_size"])
+
+
+def _heads(weight, bias, heads):
+  """Torch q/k/v Linear → DenseGeneral kernel [w, heads, hd], bias [heads, hd]."""
+  width = weight.shape[1]
+  return {"kernel": weight.T.reshape(width, heads, -1), "bias": bias.reshape(heads, -1)}
+
+
+def _out(weight, bias, heads):
+  width = weight.shape[0]
+  return {"kernel": weight.T.reshape(heads, -1, width), "bias": bias}
+
+
+def _ln(sd, name):
+  return {"scale": sd[f"{name}.weight"], "bias": sd[f"{name}.bias"]}
+
+
+def _hf_blocks(sd, prefix, depth, heads):
+  blocks = {}
+  for i in range(depth):
+    p = f"{prefix}.encoder.layers.{i}"
+    attn = {n: _heads(sd[f"{p}.self_attn.{t}_proj.weight"], sd[f"{p}.self_attn.{t}_proj.bias"], heads)
+            for n, t in (("query", "q"), ("key", "k"), ("value", "v"))}
+    attn["out"] = _out(sd[f"{p}.self_attn.out_proj.weight"], sd[f"{p}.self_attn.out_proj.bias"], heads)
+    blocks[f"block{i:02d}"] = {
+        "ln_1": _ln(sd, f"{p}.layer_norm1"), "attn": attn, "ln_2": _ln(sd, f"{p}.layer_norm2"),
+        "mlp": {"fc": {"kernel": sd[f"{p}.mlp.fc1.weight"].T, "bias": sd[f"{p}.mlp.fc1.bias"]},
+                "proj": {"kernel": sd[f"{p}.mlp.fc2.weight"].T, "bias": sd[f"{p}.mlp.fc2.bias"]}}}
+  return blocks
+
+
+def params_from_hf(sd: dict, model_cfg) -> dict:
+  """HF CLIPModel state dict → our (unscanned) params."""
+  image, text = model_cfg.image, model_cfg.text
+  v, t = "vision_model", "text_model"
+  return {
+      "logit_scale": np.asarray(sd["logit_scale"], np.float32).reshape(()),
+      "image": {
+          "patch_embed": {"kernel": sd[f"{v}.embeddings.patch_embedding.weight"].transpose(2, 3, 1, 0)},
+          "cls_token": sd[f"{v}.embeddings.class_embedding"],
+          "pos_embedding": sd[f"{v}.embeddings.position_embedding.weight"],
+          "ln_pre": _ln(sd, f"{v}.pre_layrnorm"),
+          "encoder": _hf_blocks(sd, v, image.depth, image.heads),
+          "ln_post": _ln(sd, f"{v}.post_layernorm"),
+          "proj": {"kernel": sd["visual_projection.weight"].T}},
+      "text": {
+          "token_embedding": {"embedding": sd[f"{t}.embeddings.token_embedding.weight"]},
+          "pos_embedding": sd[f"{t}.embeddings.position_embedding.weight"],
+          "encoder": _hf_blocks(sd, t, text.depth, text.heads),
+          "ln_final": _ln(sd, f"{t}.final_layer_norm"),
+          "proj": {"kernel": sd["text_projection.weight"].T}},
+  }
+
+
+def load_hf(directory: str):
+  """An HF CLIPModel directory → (params, model config, dict(vocab_size,
+  context_length, image_size))."""
+  with open(os.path.join(directory, "config.json")) as f:
+    hf = json.load(f)
+  model_cfg, sizes = hf_model_config(hf)
+  params = params_from_hf(read_state_dict(directory), model_cfg)
+  return params, model_cfg, sizes
+
+
+def _to_hf_blocks(encoder, prefix):
+  out = {}
+  for i, name in enumerate(sorted(encoder)):
+    b, p = encoder[name], f"{prefix}.encoder.layers.{i}"
+    for n, t in (("query", "q"), ("key", "k"), ("value", "v")):
+      k = b["attn"][n]["kernel"]
+      out[f"{p}.self_attn.{t}_proj.weight"] = k.reshape(k.shape[0], -1).T
+      out[f"{p}.self_attn.{t}_proj.bias"] = b["attn"][n]["bias"].reshape(-1)
+    k = b["attn"]["out"]["kernel"]
+    out[f"{p}.self_attn.out_proj.weight"] = k.reshape(-1, k.shape[-1]).T
+    out[f"{p}.self_attn.out_proj.bias"] = b["attn"]["out"]["bias"]
+    for ours, theirs in (("ln_1", "layer_norm1"), ("ln_2", "layer_norm2")):
+      out[f"{p}.{theirs}.weight"], out[f"{p}.{theirs}.bias"] = b[ours]["scale"], b[ours]["bias"]
+    for ours, theirs in (("fc", "fc1"), ("proj", "fc2")):
+      out[f"{p}.mlp.{theirs}.weight"] = b["mlp"][ours]["kernel"].T
+      out[f"{p}.mlp.{theirs}.bias"] = b["mlp"][ours]["bias"]
+  return out
+
+
+def export_hf(params, model_cfg, vocab_size: int, context_length: int, image_size: int,
+              directory: str) -> None:
+  """Writes our params as an HF `CLIPModel` directory (config.json +
+  model.safetensors) that `CLIPModel.from_pretrained(directory)` loads."""
+  from safetensors.numpy import save_file
+  params = transformer.unstack_layers(jax_to_numpy(params))
+  if "domain_log_scale" in params:
+    raise ValueError("UniCLIP models (augmentation MLP, domain scales) have no CLIPModel "
+                     "equivalent; export the towers of a CLIP/ALIP-head model")
+  if "logit_bias" in params:
+    log.warning("CLIPModel has no logit bias: the SigLIP bias %.3f is not exported",
+                float(params["logit_bias"]))
+  from alip_jax.models import zoo
+  image, text = zoo.image_tower(model_cfg.image), zoo.text_tower(model_cfg.text)
+  im, tx = params["image"], params["text"]
+  v, t = "vision_model", "text_model"
+  sd = {
+      "logit_scale": np.asarray(params["logit_scale"]).reshape(()),
+      f"{v}.embeddings.patch_embedding.weight": im["patch_embed"]["kernel"].transpose(3, 2, 0, 1),
+      f"{v}.embeddings.class_embedding": im["cls_token"],
+      f"{v}.embeddings.position_embedding.weight": im["pos_embedding"],
+      f"{v}.pre_layrnorm.weight": im["ln_pre"]["scale"], f"{v}.pre_layrnorm.bias": im["ln_pre"]["bias"],
+      f"{v}.post_layernorm.weight": im["ln_post"]["scale"],
+      f"{v}.post_layernorm.bias": im["ln_post"]["bias"],
+      "visual_projection.weight": im["proj"]["kernel"].T,
+      f"{t}.embeddings.token_embedding.weight": tx["token_embedding"]["embedding"],
+      f"{t}.embeddings.position_embedding.weight": tx["pos_embedding"],
+      f"{t}.final_layer_norm.weight": tx["ln_final"]["scale"],
+      f"{t}.final_layer_norm.bias": tx["ln_final"]["bias"],
+      "text_projection.weight": tx["proj"]["kernel"].T,
+      **_to_hf_blocks(im["encoder"], v), **_to_hf_blocks(tx["encoder"], t)}
+  act = model_cfg.get("act", "gelu")
+  eot = int(model_cfg.get("eot_id", 3))
+  config = {
+      "architectures": ["CLIPModel"], "model_type": "clip",
+      "projection_dim": int(model_cfg.embed_dim),
+      "logit_scale_init_value": float(np.asarray(params["logit_scale"])),
+      "text_config": dict(
+          vocab_size=int(vocab_size), hidden_size=text["width"], intermediate_size=4 * text["width"],
+          num_hidden_layers=text["depth"], num_attention_heads=text["heads"],
+          max_position_embeddings=int(context_length), hidden_act=act, layer_norm_eps=transformer.LN_EPS,
+          projection_dim=int(model_cfg.embed_dim), bos_token_id=eot - 1, eos_token_id=eot,
+          pad_token_id=0),
+      "vision_config": dict(
+          hidden_size=image["width"], intermediate_size=4 * image["width"],
+          num_hidden_layers=image["depth"], num_attention_heads=image["heads"],
+          image_size=int(image_size), patch_size=image["patch_size"], num_channels=3,
+          hidden_act=act, layer_norm_eps=transformer.LN_EPS, projection_dim=int(model_cfg.embed_dim)),
+  }
+  os.makedirs(directory, exist_ok=True)
+  save_file({k: np.ascontiguousarray(x, np.float32) for k, x in sd.items()},
+            os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+  with open(os.path.join(directory, "config.json"), "w") as f:
+    json.dump(config, f, indent=1)
+
+
+def jax_to_numpy(tree):
+  import jax
+  return jax.tree.map(lambda x: np.asarray(x, np.float32), tree)
+
+
+# ---------------------------------------------------------------- OpenAI / open_clip
+
+def _openai_blocks(sd, prefix, heads):
+  head = f"{prefix}.resblocks."
+  depth = len({k[len(head):].split(".")[0] for k in sd if k.startswith(head)})
+  blocks = {}
+  for i in range(depth):
+    p = f"{prefix}.resblocks.{i}"
+    qkv_w = np.split(sd[f"{p}.attn.in_proj_weight"], 3)
+    qkv_b = np.split(sd[f"{p}.attn.in_proj_bias"], 3)
+    attn = {n: _heads(w, b, heads) for n, w, b in zip(("query", "key", "value"), qkv_w, qkv_b)}
+    attn["out"] = _out(sd[f"{p}.attn.out_proj.weight"], sd[f"{p}.attn.out_proj.bias"], heads)
+    blocks[f"block{i:02d}"] = {
+        "ln_1": _ln(sd, f"{p}.ln_1"), "attn": attn, "ln_2": _ln(sd, f"{p}.ln_2"),
+        "mlp": {"fc": {"kernel": sd[f"{p}.mlp.c_fc.weight"].T, "bias": sd[f"{p}.mlp.c_fc.bias"]},
+                "proj": {"kernel": sd[f"{p}.mlp.c_proj.weight"].T, "bias": sd[f"{p}.mlp.c_proj.bias"]}}}
+  return blocks, depth
+
+
+def load_openai(path: str, act: str = "quick_gelu", eot_id: int = 49407, head_width: int = 64):
+  """An OpenAI CLIP / open_clip ViT state dict (file or directory) → (params,
+  model config, sizes). Sizes are read off the shapes, as open_clip's
+  `build_model_from_openai_state_dict` does; heads = width / `head_width`
+  (64 in every OpenAI and open_clip ViT). OpenAI weights use QuickGELU;
+  open_clip's non-OpenAI models (and ALIP) use GELU: pass `act`."""
+  sd = read_state_dict(path)
+  width = sd["visual.conv1.weight"].shape[0]
+  patch = sd["visual.conv1.weight"].shape[-1]
+  grid = int(round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5))
+  text_width = sd["ln_final.weight"].shape[0]
+  image_blocks, image_depth = _openai_blocks(sd, "visual.transformer", width // head_width)
+  text_blocks, text_depth = _openai_blocks(sd, "transformer", text_width // head_width)
+  model_cfg = ml_collections.ConfigDict(dict(
+      image=dict(patch_size=patch, width=width, depth=image_depth, heads=width // head_width),
+      text=dict(width=text_width, depth=text_depth, heads=text_width // head_width),
+      embed_dim=sd["text_projection"].shape[1], dtype="float32", remat="none", scan=False,
+      act=act, attention="", eot_id=eot_id))
+  params = {
+      "logit_scale": np.asarray(sd["logit_scale"], np.float32).reshape(()),
+      "image": {
+          "patch_embed": {"kernel": sd["visual.conv1.weight"].transpose(2, 3, 1, 0)},
+          "cls_token": sd["visual.class_embedding"],
+          "pos_embedding": sd["visual.positional_embedding"],
+          "ln_pre": _ln(sd, "visual.ln_pre"), "encoder": image_blocks,
+          "ln_post": _ln(sd, "visual.ln_post"),
+          "proj": {"kernel": sd["visual.proj"]}},  # already [width, embed]
+      "text": {
+          "token_embedding": {"embedding": sd["token_embedding.weight"]},
+          "pos_embedding": sd["positional_embedding"],
+          "encoder": text_blocks, "ln_final": _ln(sd, "ln_final"),
+          "proj": {"kernel": sd["text_projection"]}},
+  }
+  sizes = dict(vocab_size=sd["token_embedding.weight"].shape[0],
+               context_length=sd["positional_embedding"].shape[0], image_size=grid * patch)
+  return params, model_cfg, sizes

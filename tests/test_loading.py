@@ -1,0 +1,139 @@
+"""alip_jax.load on a training workdir, an exported HF directory and an
+OpenAI-layout state dict; init_from; export → import round trips."""
+
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+import alip_jax
+from alip_jax import mesh as mesh_lib, train
+from alip_jax.models import clip_weights
+from conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_corpus, tmp_path_factory):
+  """A 2-step run whose data directory is moved away afterwards."""
+  workdir = str(tmp_path_factory.mktemp("run"))
+  data = str(tmp_path_factory.mktemp("data_copy") / "data")
+  shutil.copytree(tiny_corpus, data)
+  config = tiny_config()
+  config.data.dir = data
+  config.train.steps, config.train.checkpoint_every = 2, 2
+  config.mesh = dict(data=-1)
+  result = train.train_and_evaluate(config, workdir)
+  shutil.rmtree(data)  # load must not need it
+  images = np.stack([np.full((32, 32, 3), 40 * i, np.uint8) for i in range(5)])
+  texts = ["a red circle", "two blue squares on grass", "x", "", "a very long text " * 20]
+  mesh = mesh_lib.make_mesh(dict(data=1), jax.devices()[:1])
+  enc_image, enc_text = train.make_encoders(result["model"], mesh)
+  params = jax.device_get(result["state"]["params"])
+  want = (np.asarray(enc_image(params, images)),
+          np.asarray(enc_text(params, result["tokenizer"].encode_batch(texts))))
+  return workdir, images, texts, want
+
+
+def test_load_workdir_on_one_device_and_on_a_mesh(trained):
+  workdir, images, texts, (want_image, want_text) = trained
+  for mesh in (None, mesh_lib.make_mesh(dict(data=2, fsdp=2, model=2))):
+    m = alip_jax.load(workdir, mesh=mesh)
+    assert m.step == 2 and m.image_size == 32
+    # 5 items: not a multiple of the mesh's batch ways (8) → padded, then cut.
+    np.testing.assert_allclose(m.encode_image(images), want_image, atol=2e-6)
+    np.testing.assert_allclose(m.encode_text(texts), want_text, atol=2e-6)
+  m = alip_jax.load(os.path.join(workdir, "checkpoints", "2"))
+  np.testing.assert_allclose(m.encode_text(texts), want_text, atol=2e-6)
+  np.testing.assert_allclose(np.linalg.norm(m.encode_image(images), axis=-1), 1, rtol=1e-5)
+
+
+def test_preprocess_resizes_and_crops(trained, tmp_path):
+  m = alip_jax.load(trained[0])
+  path = str(tmp_path / "wide.png")
+  Image.new("RGBA", (90, 45), (255, 0, 0, 128)).save(path)
+  x = m.preprocess(path)
+  assert x.shape == (32, 32, 3) and x.dtype == np.uint8 and tuple(x[16, 16]) == (255, 0, 0)
+
+
+def test_export_then_load_gives_the_same_embeddings(trained, tmp_path):
+  workdir, images, texts, (want_image, want_text) = trained
+  out = str(tmp_path / "hf")
+  alip_jax.export(alip_jax.load(workdir), out)
+  assert sorted(os.listdir(out)) == ["config.json", "model.safetensors", "tokenizer.model"]
+  m = alip_jax.load(out)
+  np.testing.assert_allclose(m.encode_image(images), want_image, atol=2e-6)
+  np.testing.assert_allclose(m.encode_text(texts), want_text, atol=2e-6)
+
+
+def test_openai_layout_import(trained, tmp_path):
+  """Our params written in the OpenAI/open_clip key layout (fused in_proj,
+  c_fc/c_proj, visual.proj as [width, embed]) import to the same model."""
+  workdir, images, texts, (want_image, want_text) = trained
+  m = alip_jax.load(workdir)
+  sd = openai_state_dict(jax.device_get(m.params))
+  from safetensors.numpy import save_file
+  path = str(tmp_path / "openai.safetensors")
+  save_file(sd, path)
+  params, model_cfg, sizes = clip_weights.load_openai(path, act="gelu", eot_id=3, head_width=16)
+  assert dict(model_cfg.image) == dict(patch_size=8, width=32, depth=1, heads=2)
+  assert sizes == dict(vocab_size=m.tokenizer.vocab_size, context_length=32, image_size=32)
+  jax.tree.map(np.testing.assert_array_equal, params, jax.device_get(m.params))
+
+
+def openai_state_dict(params):
+  """Writes params in OpenAI CLIP's layout, from the OpenAI model code's names."""
+  def blocks(encoder, prefix):
+    out = {}
+    for i, name in enumerate(sorted(encoder)):
+      b, p = encoder[name], f"{prefix}.resblocks.{i}"
+      qkv = [b["attn"][n] for n in ("query", "key", "value")]
+      out[f"{p}.attn.in_proj_weight"] = np.concatenate(
+          [x["kernel"].reshape(x["kernel"].shape[0], -1).T for x in qkv])
+      out[f"{p}.attn.in_proj_bias"] = np.concatenate([x["bias"].reshape(-1) for x in qkv])
+      k = b["attn"]["out"]["kernel"]
+      out[f"{p}.attn.out_proj.weight"] = k.reshape(-1, k.shape[-1]).T
+      out[f"{p}.attn.out_proj.bias"] = b["attn"]["out"]["bias"]
+      for ln in ("ln_1", "ln_2"):
+        out[f"{p}.{ln}.weight"], out[f"{p}.{ln}.bias"] = b[ln]["scale"], b[ln]["bias"]
+      for ours, theirs in (("fc", "c_fc"), ("proj", "c_proj")):
+        out[f"{p}.mlp.{theirs}.weight"] = b["mlp"][ours]["kernel"].T
+        out[f"{p}.mlp.{theirs}.bias"] = b["mlp"][ours]["bias"]
+    return out
+  im, tx = params["image"], params["text"]
+  sd = {"logit_scale": params["logit_scale"],
+        "visual.conv1.weight": im["patch_embed"]["kernel"].transpose(3, 2, 0, 1),
+        "visual.class_embedding": im["cls_token"], "visual.positional_embedding": im["pos_embedding"],
+        "visual.ln_pre.weight": im["ln_pre"]["scale"], "visual.ln_pre.bias": im["ln_pre"]["bias"],
+        "visual.ln_post.weight": im["ln_post"]["scale"], "visual.ln_post.bias": im["ln_post"]["bias"],
+        "visual.proj": im["proj"]["kernel"],
+        "token_embedding.weight": tx["token_embedding"]["embedding"],
+        "positional_embedding": tx["pos_embedding"],
+        "ln_final.weight": tx["ln_final"]["scale"], "ln_final.bias": tx["ln_final"]["bias"],
+        "text_projection": tx["proj"]["kernel"],
+        **blocks(im["encoder"], "visual.transformer"), **blocks(tx["encoder"], "transformer")}
+  return {k: np.ascontiguousarray(v, np.float32) for k, v in sd.items()}
+
+
+def test_init_from_an_exported_model(trained, tiny_corpus, tmp_path):
+  workdir = trained[0]
+  out = str(tmp_path / "hf")
+  alip_jax.export(alip_jax.load(workdir), out)
+  config = tiny_config()
+  config.data.dir = tiny_corpus
+  config.init_from = f"hf:{out}"
+  config.train.steps = 1
+  config.optim.lr = 0.0  # one step that changes nothing: the params are the import
+  config.mesh = dict(fsdp=-1)
+  result = train.train_and_evaluate(config, str(tmp_path / "finetune"))
+  got = jax.device_get(result["state"]["params"])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6),
+               got, jax.device_get(alip_jax.load(workdir).params))
+  config.model.act = "quick_gelu"
+  with pytest.raises(ValueError, match="set --config.model.act=gelu"):
+    train.train_and_evaluate(config, str(tmp_path / "wrong_act"))
+  config.model.act, config.model.embed_dim = "gelu", 48
+  with pytest.raises(ValueError, match=r"proj'\]\['kernel'\] has shape \(32, 32\) there but \(32, 48\)"):
+    train.train_and_evaluate(config, str(tmp_path / "wrong_size"))
