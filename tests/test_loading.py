@@ -114,7 +114,7 @@ def openai_state_dict(params):
         "ln_final.weight": tx["ln_final"]["scale"], "ln_final.bias": tx["ln_final"]["bias"],
         "text_projection": tx["proj"]["kernel"],
         **blocks(im["encoder"], "visual.transformer"), **blocks(tx["encoder"], "transformer")}
-  return {k: np.ascontiguousarray(v, np.float32) for k, v in sd.items()}
+  return {k: np.array(v, np.float32, order="C") for k, v in sd.items()}
 
 
 def test_init_from_an_exported_model(trained, tiny_corpus, tmp_path):

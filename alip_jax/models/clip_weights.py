@@ -206,7 +206,7 @@ def export_hf(params, model_cfg, vocab_size: int, context_length: int, image_siz
           hidden_act=act, layer_norm_eps=transformer.LN_EPS, projection_dim=int(model_cfg.embed_dim)),
   }
   os.makedirs(directory, exist_ok=True)
-  save_file({k: np.ascontiguousarray(x, np.float32) for k, x in sd.items()},
+  save_file({k: np.array(x, np.float32, order="C") for k, x in sd.items()},
             os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
   with open(os.path.join(directory, "config.json"), "w") as f:
     json.dump(config, f, indent=1)
