@@ -91,8 +91,9 @@ def _xla_flops(compiled) -> float:
   return float((cost or {}).get("flops", float("nan")))
 
 
-def run(config, steps: int, vocab: int, peak_tflops: float, compile_only: bool = False) -> dict:
-  mesh = mesh_lib.make_mesh(config.mesh)
+def run(config, steps: int, vocab: int, peak_tflops: float, compile_only: bool = False,
+        devices=None) -> dict:
+  mesh = mesh_lib.make_mesh(config.mesh, devices)
   devices = mesh.devices.size
   model = two_towers.from_config(config.model, vocab, config.data.context_length,
                                  **losses.head_kwargs(config.loss))

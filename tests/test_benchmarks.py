@@ -1,0 +1,38 @@
+"""The train-step benchmark's FLOP count and its JSON (not its speed)."""
+
+import jax
+import ml_collections
+import pytest
+
+from alip_jax.benchmarks import train_step
+from configs import alip_yfcc15m
+from conftest import tiny_config
+
+
+@pytest.mark.parametrize("image,gflop", [("B/32", 62.0), ("B/16", 141.0)])
+def test_model_flops_match_the_published_counts(image, gflop):
+  """docs/conventions: ALIP B/32 62, B/16 141 train GFLOP per triplet
+  (3 × (image + 2 × text) forward; image 8.8 / 35.1, text 6.0)."""
+  config = alip_yfcc15m.get_config(image)
+  flops = train_step.model_flops(config.model, 224, 77)
+  assert flops / 1e9 == pytest.approx(gflop, rel=0.015)
+  text_only = ml_collections.ConfigDict(dict(image=dict(patch_size=224, width=1, depth=0, heads=1),
+                                             text="B", embed_dim=512))
+  text_fwd = (train_step.model_flops(text_only, 224, 77, texts_per_sample=1, training=False)
+              - 2 * 224 * 224 * 3)  # the 1-wide "patch" of the stub image tower
+  assert text_fwd / 1e9 == pytest.approx(6.0, rel=0.01)
+
+
+def test_benchmark_runs_and_its_flops_agree_with_xla():
+  config = tiny_config()
+  config.mesh = dict(data=1)
+  config.train.batch_size = 8
+  with jax.default_device(jax.devices()[0]):
+    result = train_step.run(config, steps=2, vocab=64, peak_tflops=1.0,
+                            devices=jax.devices()[:1])
+  assert result["devices"] == 1 and result["batch"] == 8 and result["step_s"] > 0
+  assert result["samples_per_s"] == pytest.approx(8 / result["step_s"], rel=1e-2)
+  assert 0 < result["mfu"] < 1
+  # On CPU XLA counts every matmul: the analytic count is within 25 % of it
+  # (XLA adds elementwise work, softmax and the loss).
+  assert result["model_tflop_per_step"] == pytest.approx(result["xla_tflop_per_step"], rel=0.25)
