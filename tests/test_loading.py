@@ -137,3 +137,17 @@ def test_init_from_an_exported_model(trained, tiny_corpus, tmp_path):
   config.model.act, config.model.embed_dim = "gelu", 48
   with pytest.raises(ValueError, match=r"proj'\]\['kernel'\] has shape \(32, 32\) there but \(32, 48\)"):
     train.train_and_evaluate(config, str(tmp_path / "wrong_size"))
+
+
+def test_hf_legacy_eos_id_pools_at_the_highest_id():
+  """OpenAI's HF configs say eos_token_id=2; transformers then pools at
+  argmax(input_ids), i.e. at EOT = vocab_size − 1 in CLIP's BPE."""
+  tower = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=1, num_attention_heads=1)
+  hf = {"projection_dim": 32,
+        "text_config": dict(tower, vocab_size=49408, max_position_embeddings=77, eos_token_id=2),
+        "vision_config": dict(tower, patch_size=32, image_size=224)}
+  model_cfg, sizes = clip_weights.hf_model_config(hf)
+  assert model_cfg.eot_id == 49407 and model_cfg.act == "quick_gelu"
+  assert sizes == dict(vocab_size=49408, context_length=77, image_size=224)
+  hf["text_config"]["eos_token_id"] = 7
+  assert clip_weights.hf_model_config(hf)[0].eot_id == 7

@@ -67,10 +67,15 @@ def hf_model_config(hf: dict) -> tuple[ml_collections.ConfigDict, dict]:
     return dict(width=c["hidden_size"], depth=c["num_hidden_layers"],
                 heads=c["num_attention_heads"], **extra)
 
+  eos = int(text.get("eos_token_id", 49407))
+  if eos == 2:
+    # OpenAI's HF configs carry a legacy eos_token_id of 2, and transformers
+    # then pools at argmax(input_ids): EOT is the highest id in CLIP's BPE.
+    eos = int(text["vocab_size"]) - 1
   model = ml_collections.ConfigDict(dict(
       image=tower(vision, patch_size=vision["patch_size"]), text=tower(text),
       embed_dim=hf.get("projection_dim", 512), dtype="float32", remat="none", scan=False,
-      act=acts.pop(), attention="", eot_id=int(text.get("eos_token_id", 49407))))
+      act=acts.pop(), attention="", eot_id=eos))
   return model, dict(vocab_size=text["vocab_size"], context_length=text["max_position_embeddings"],
                      image_size=vision["image_size"])
 
