@@ -111,8 +111,9 @@ def make_train_step(model, config, tx):
 def imported_params(config, fresh_params):
   """`config.init_from` = 'hf:DIR' (HF CLIPModel) or 'openai:FILE' (OpenAI /
   open_clip state dict) → `fresh_params` with every tower weight replaced by
-  the imported one (heads the checkpoint lacks, e.g. a SigLIP bias, stay
-  fresh). The config's towers must match the checkpoint's."""
+  the imported one, as a host array (heads the checkpoint lacks, e.g. a
+  SigLIP bias, keep their fresh value). Only shapes of `fresh_params` are
+  read. The config's towers must match the checkpoint's."""
   kind, _, path = config.init_from.partition(":")
   if kind == "hf":
     imported, model_cfg, _ = clip_weights.load_hf(path)
@@ -264,8 +265,11 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
     state = jax.jit(init_state, out_shardings=state_sharding)(rng)
     if config.get("init_from"):
       # Adam's moments start at zero whatever the params: only they change.
-      params = imported_params(config, jax.device_get(state["params"]))
-      state["params"] = jax.device_put(params, state_sharding["params"])
+      # Host arrays (every process reads the file) go to their shardings;
+      # leaves the checkpoint lacks keep their fresh on-device values.
+      state["params"] = jax.tree.map(
+          lambda x, s: x if isinstance(x, jax.Array) else jax.device_put(x, s),
+          imported_params(config, state["params"]), state_sharding["params"])
       log.info("initialised from %s", config.init_from)
     log.info("initialised a new run in %s", workdir)
   else:
