@@ -7,26 +7,17 @@ source launch/env.sh requirements-test.txt
 
 # The HF parity tests run transformers' CLIPModel in torch in a second venv
 # (.venv-torch, Python 3.11: torch's CPU build exists here for 3.11 only).
-find_python311() {
-  local candidate
-  for candidate in "${PYTHON311:-}" python3.11 "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.11*/bin/python3.11 \
-      /usr/local/bin/python3.11 /usr/bin/python3.11; do
-    [ -n "$candidate" ] || continue
-    if "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 11)' >/dev/null 2>&1; then
-      echo "$candidate"
-      return 0
-    fi
-  done
-  return 1
-}
 if [ "${ALIP_SKIP_TORCH:-0}" != 1 ]; then
   start=$(date +%s)
   if [ ! -x .venv-torch/bin/python ]; then
-    python311=$(find_python311) || { echo "error: Python 3.11 not found for the torch reference venv;" \
+    python311=$(find_python 3.11 "${PYTHON311:-}") || { echo "error: Python 3.11 not found for the torch reference venv;" \
       "set PYTHON311=, or ALIP_SKIP_TORCH=1 to skip the HF parity tests" >&2; exit 1; }
     "$python311" -m venv .venv-torch
   fi
-  torch_wheel=$(ls /opt/wheels/torch-2.13.0+cpu-cp311-*.whl 2>/dev/null | head -n 1 || true)
+  torch_wheel=""
+  for candidate in /opt/wheels/torch-2.13.0+cpu-cp311-*.whl; do
+    [ -e "$candidate" ] && torch_wheel="$candidate"
+  done
   # With the local CPU wheel given first, pip does not fetch the CUDA build.
   .venv-torch/bin/python -m pip install --quiet --disable-pip-version-check \
       ${torch_wheel:+"$torch_wheel"} -r requirements-torch.txt
