@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
-from alip_jax import checkpointing, losses, mesh as mesh_lib, optim
+from alip_jax import accumulation, checkpointing, losses, mesh as mesh_lib, optim
 from alip_jax.data import pipeline, records, synthetic
 from alip_jax.data.tokenizer import SOT_ID, EOT_ID, HFTokenizer, Tokenizer
 from alip_jax.evaluation import retrieval
@@ -76,6 +76,7 @@ def init_params(model, config, rng):
 def make_train_step(model, config, tx):
   """The pure update: (state, global batch) → (state, scalar summary)."""
   lr_schedule = optim.schedule(config.optim, config.train.steps)
+  accum_steps = config.train.get("accum_steps", 1)
 
   def train_step(state, batch):
     # Per-step randomness (caption mixing) from the seed and the step alone,
@@ -84,14 +85,23 @@ def make_train_step(model, config, tx):
     texts = losses.select_texts(config.loss, batch, rng)
     images, aug = losses.select_images(config.loss, batch)
 
-    def loss_fn(params):
-      embeddings, logit_params = model.apply({"params": params}, images, texts, aug)
+    def embed(params, inputs):
+      return model.apply({"params": params}, inputs["images"], inputs["texts"],
+                         inputs["aug"])[0]
+
+    def loss_from_embeddings(embeddings, params):
+      logit_params = {k: params[k] for k in two_towers.LOGIT_PARAMS if k in params}
       loss, gates, metrics = losses.compute_loss(config.loss, embeddings, logit_params,
                                                  state["gates"])
       return loss, (gates, metrics)
 
-    (loss, (gates, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"])
+    inputs = {"images": images, "texts": texts, "aug": aug}
+    if accum_steps > 1:  # GradCache: the loss still sees the whole global batch
+      (loss, (gates, metrics)), grads = accumulation.value_and_grad(
+          embed, loss_from_embeddings, state["params"], inputs, accum_steps)
+    else:
+      (loss, (gates, metrics)), grads = jax.value_and_grad(
+          lambda p: loss_from_embeddings(embed(p, inputs), p), has_aux=True)(state["params"])
     updates, opt_state = tx.update(grads, state["opt"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     # As open_clip / official ALIP: clamp logit scales to [0, ln 100].

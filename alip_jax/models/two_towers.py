@@ -27,6 +27,8 @@ LOGIT_SCALE_MAX = math.log(100.0)
 AUG_DIM = 8
 IDENTITY_AUG = (0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0)
 NUM_DOMAIN_PAIRS = 3  # UniCLIP: image–image, image–text, text–text
+# The parameters the losses read directly (returned as `logit_params`).
+LOGIT_PARAMS = ("logit_scale", "logit_bias", "domain_log_scale", "domain_offset")
 
 
 def normalize_images(images):
