@@ -12,6 +12,8 @@ import logging
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 
 import flax.linen as nn
@@ -107,12 +109,21 @@ def make_train_step(model, config, tx):
     # As open_clip / official ALIP: clamp logit scales to [0, ln 100].
     params = {**params, **{k: jnp.clip(params[k], 0.0, two_towers.LOGIT_SCALE_MAX)
                            for k in ("logit_scale", "domain_log_scale") if k in params}}
-    new_state = {"step": state["step"] + 1, "params": params, "opt": opt_state,
-                 "gates": gates}
-    summary = {"loss": loss, "grad_norm": optax.global_norm(grads),
+    # A non-finite loss or gradient skips the update: params, optimiser and
+    # gates stay as they were; the step (= batches consumed) still advances.
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    skips = {"total": state["skips"]["total"] + (~finite).astype(jnp.int32),
+             "consecutive": jnp.where(finite, 0, state["skips"]["consecutive"] + 1)}
+    new_state = {"step": state["step"] + 1, "params": keep(params, state["params"]),
+                 "opt": keep(opt_state, state["opt"]), "gates": keep(gates, state["gates"]),
+                 "skips": skips}
+    summary = {"loss": loss, "grad_norm": grad_norm, "skipped_steps": skips["total"],
+               "consecutive_skips": skips["consecutive"],
                **{k: params[k] for k in ("logit_scale", "logit_bias") if k in params},
                "lr": lr_schedule(state["step"]),
-               **{k: jnp.mean(v) for k, v in metrics.items()}, **gates}
+               **{k: jnp.mean(v) for k, v in metrics.items()}, **new_state["gates"]}
     return new_state, summary
 
   return train_step
@@ -157,7 +168,8 @@ def imported_params(config, fresh_params):
 def build_training(model, config, mesh):
   """Returns (init_state(rng), jitted train_step, state_sharding) for `mesh`.
 
-  The train state is a plain pytree {"step", "params", "opt", "gates"}.
+  The train state is a plain pytree {"step", "params", "opt", "gates",
+  "skips"} (skips: non-finite steps, in total and in a row).
   Parameter shardings come from their logical axis names through
   `mesh.LOGICAL_RULES` (replicated on a pure data-parallel mesh, sharded
   over 'fsdp' and 'model' otherwise); Adam's moments follow their
@@ -171,12 +183,14 @@ def build_training(model, config, mesh):
   def init_state(rng):
     params = nn.unbox(init_params(model, config, rng))
     return {"step": jnp.zeros((), jnp.int32), "params": params, "opt": tx.init(params),
-            "gates": alip.init_gate_state(config.loss.alip.init_mean)}
+            "gates": alip.init_gate_state(config.loss.alip.init_mean),
+            "skips": {"total": jnp.zeros((), jnp.int32), "consecutive": jnp.zeros((), jnp.int32)}}
 
   abstract_state = jax.eval_shape(init_state, jax.random.key(0))
   rep = mesh_lib.replicated(mesh)
   state_sharding = {
       "step": rep, "params": param_sharding, "gates": jax.tree.map(lambda _: rep, abstract_state["gates"]),
+      "skips": jax.tree.map(lambda _: rep, abstract_state["skips"]),
       "opt": optax.tree_map_params(tx, lambda _, s: s, abstract_state["opt"], param_sharding,
                                    transform_non_params=lambda _: rep)}
   batch_sharding = mesh_lib.batch_sharding(mesh)
@@ -201,6 +215,31 @@ def make_encoders(model, mesh, param_sharding=None):
       lambda p, t: model.apply({"params": p}, t, method=model.encode_text),
       in_shardings=(params_in, batch), out_shardings=batch)
   return encode_image, encode_text
+
+
+class PreemptionNotice:
+  """SIGTERM → stop at the next step boundary. One process: our own handler
+  (a flag, no per-step sync). Several: Orbax's `reached_preemption`, which
+  uses JAX's preemption sync so that all processes stop at the same step."""
+
+  def __init__(self):
+    self.flag = False
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+  def _on_sigterm(self, signum, frame):
+    del signum, frame
+    self.flag = True
+
+  def requested(self, manager, step: int) -> bool:
+    if jax.process_count() > 1:
+      return manager.reached_preemption(step)
+    return self.flag
+
+  def close(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
 
 
 def _write_json(path: str, obj) -> None:
@@ -311,16 +350,25 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
   total = config.train.steps
   last_log_time, last_log_step = time.time(), first_step
   last_step = total if stop_after is None else min(stop_after, total)
+  preemption = PreemptionNotice()
+  max_skips = config.train.get("max_consecutive_skips", 10)
+  preempted = False
   for step in range(first_step + 1, last_step + 1):
     batch = pipeline.to_global_batch(next(train_iter), batch_sharding)
     state, summary = train_step(state, batch)
 
     if step % config.train.log_every == 0 or step == total:
       summary = {k: float(v) for k, v in jax.device_get(summary).items()}
-      if not math.isfinite(summary["loss"]):
+      if summary["consecutive_skips"] >= max_skips:
+        manager.wait_until_finished()
         raise FloatingPointError(
-            f"non-finite loss {summary['loss']} at step {step}; the last good "
-            f"checkpoint is step {manager.latest_step()} in {workdir}/checkpoints")
+            f"{int(summary['consecutive_skips'])} steps in a row up to step {step} had a "
+            f"non-finite loss or gradient (loss {summary['loss']}) and were skipped; the last "
+            f"good checkpoint is step {manager.latest_step()} in {workdir}/checkpoints. Lower "
+            f"optim.lr or check the data, then re-run to resume from it.")
+      if summary["skipped_steps"] > 0 and not math.isfinite(summary["loss"]):
+        log.warning("step %d: non-finite loss, update skipped (%d skipped so far)", step,
+                    int(summary["skipped_steps"]))
       now = time.time()
       summary["samples_per_s"] = (step - last_log_step) * config.train.batch_size / (
           now - last_log_time)
@@ -334,12 +382,20 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
       if metrics_file:
         metrics_file.write(json.dumps({"step": step, **summary}) + "\n")
         metrics_file.flush()
+    if preemption.requested(manager, step):
+      # SIGTERM (TPU VM maintenance, SLURM time limit): save this step, stop.
+      checkpointing.save(manager, step, state, train_iter)
+      log.warning("preempted: saved step %d in %s; re-run the same command to resume", step,
+                  workdir)
+      preempted = True
+      break
     if step % config.train.checkpoint_every == 0 or step == last_step:
       checkpointing.save(manager, step, state, train_iter)
     if config.train.eval_every and step % config.train.eval_every == 0 and step != total:
       run_eval(step)
 
-  final = run_eval(total) if last_step == total else {}
+  preemption.close()
+  final = run_eval(total) if last_step == total and not preempted else {}
   manager.wait_until_finished()
   manager.close()
   if metrics_file:
@@ -347,7 +403,7 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
   if bad_records.total:
     log.warning("skipped %d bad training records: %s", bad_records.total,
                     dict(bad_records.counts))
-  return {"step": int(state["step"]), "eval": final,
+  return {"step": int(state["step"]), "eval": final, "preempted": preempted,
           "gates": {k: float(v) for k, v in jax.device_get(state["gates"]).items()},
           "skipped": dict(bad_records.counts), "state": state, "model": model,
           "tokenizer": tokenizer, "data_dir": data_dir}

@@ -91,6 +91,7 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 128   # global, over all devices and hosts
   c.train.accum_steps = 1    # > 1: GradCache micro-batches (the loss still sees the whole batch)
+  c.train.max_consecutive_skips = 10  # non-finite steps in a row before the run stops
   c.train.steps = 300
   c.train.log_every = 50
   c.train.checkpoint_every = 250

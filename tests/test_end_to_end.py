@@ -79,3 +79,16 @@ def test_short_alip_run_learns(tiny_corpus, tmp_path):
   for direction in ("i2t", "t2i"):
     assert result["eval"][f"{direction}_R@1"] > 0.03, result["eval"]
     assert result["eval"][f"{direction}_R@10"] > 0.25, result["eval"]
+
+
+@pytest.mark.slow
+def test_run_that_keeps_diverging_stops_naming_the_last_good_checkpoint(tiny_corpus, tmp_path):
+  config = tiny_config()
+  config.data.dir = tiny_corpus
+  config.optim.lr, config.optim.warmup_steps = 1e30, 0  # parameters blow up after step 1
+  config.train.steps, config.train.log_every, config.train.checkpoint_every = 8, 1, 1
+  config.train.max_consecutive_skips = 2
+  with pytest.raises(FloatingPointError, match=r"2 steps in a row up to step \d were skipped"
+                     r"|2 steps in a row up to step \d had a non-finite") as error:
+    train.train_and_evaluate(config, str(tmp_path / "nan"))
+  assert "the last good checkpoint is step" in str(error.value)

@@ -181,3 +181,33 @@ def test_bfloat16_compute_keeps_float32_params_and_embeddings():
                               {"raw": batch["raw_tokens"]})
   assert embeddings["image"].dtype == jnp.float32 and embeddings["raw"].dtype == jnp.float32
   np.testing.assert_allclose(np.linalg.norm(embeddings["raw"], axis=-1), 1.0, rtol=1e-5)
+
+
+def test_non_finite_step_is_skipped_and_counted():
+  config = tiny_config()
+  mesh = mesh_lib.make_mesh(dict(data=-1))
+  model = two_towers.from_config(config.model, VOCAB, config.data.context_length)
+  init_state, train_step, state_sharding = train.build_training(model, config, mesh)
+  state = jax.device_get(jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(0)))
+  good_scale = state["params"]["logit_scale"]
+  state["params"]["logit_scale"] = np.float32(np.nan)  # poisons the loss and every gradient
+  batch = {k: jax.device_put(v, mesh_lib.batch_sharding(mesh))
+           for k, v in random_batch(config).items()}
+  with jax.set_mesh(mesh):
+    after, summary = train_step(jax.device_put(state, state_sharding), batch)
+  after = jax.device_get(after)
+  assert not np.isfinite(summary["loss"])
+  assert int(after["step"]) == 1
+  assert (int(after["skips"]["total"]), int(after["skips"]["consecutive"])) == (1, 1)
+  for part in ("params", "opt", "gates"):  # unchanged, bit for bit
+    jax.tree.map(np.testing.assert_array_equal, after[part], state[part])
+  after["params"]["logit_scale"] = good_scale
+  with jax.set_mesh(mesh):
+    again, summary = train_step(jax.device_put(after, state_sharding), batch)
+  again = jax.device_get(again)
+  assert np.isfinite(summary["loss"])
+  assert (int(again["skips"]["total"]), int(again["skips"]["consecutive"])) == (1, 0)
+  # The update happened (the skipped step did not advance the optimiser, so
+  # this is its step 0, at learning rate 0 in warm-up: Adam's moments move).
+  changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), again["opt"], after["opt"])
+  assert any(jax.tree.leaves(changed))
