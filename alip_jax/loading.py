@@ -64,7 +64,7 @@ class LoadedModel:
       chunk = x[start:start + batch_size]
       padded = -len(chunk) % self._ways  # the batch axes must divide the batch
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], padded, 0)]) if padded else chunk
-      out.append(np.asarray(fn(self.params, chunk))[:len(chunk) - padded])
+      out.append(mesh_lib.to_host(fn(self.params, chunk))[:len(chunk) - padded])
     return np.concatenate(out) if out else np.zeros((0, self.model_config.embed_dim), np.float32)
 
   def encode_image(self, images, batch_size: int = 256) -> np.ndarray:

@@ -7,9 +7,10 @@ Re-running the same command resumes from the newest checkpoint in --workdir.
 """
 
 from absl import app, flags
+import jax
 from ml_collections import config_flags
 
-from alip_jax import train
+from alip_jax import distributed, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:variant]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and eval.json.")
@@ -19,8 +20,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   del argv
   train.setup_logging()
+  distributed.initialize(_CONFIG.value)
   result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  print(" ".join(f"{k}={v:.4f}" for k, v in result["eval"].items() if "R@" in k))
+  if jax.process_index() == 0:
+    print(" ".join(f"{k}={v:.4f}" for k, v in result["eval"].items() if "R@" in k))
 
 
 if __name__ == "__main__":

@@ -111,6 +111,14 @@ def logical_shardings(abstract_boxed, mesh: Mesh, rules=LOGICAL_RULES):
   return jax.tree.unflatten(jax.tree.structure(values), shardings)
 
 
+def to_host(x) -> np.ndarray:
+  """A global array as numpy on every process (gathers across hosts)."""
+  if x.is_fully_addressable:
+    return np.asarray(jax.device_get(x))
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
 def check_batch_size(global_batch: int, mesh: Mesh, process_count: int) -> int:
   """Returns the per-process batch, or says exactly what does not divide."""
   ways = batch_size_divisor(mesh)

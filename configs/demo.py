@@ -105,4 +105,7 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
   # 'data' × 'fsdp'; 'fsdp' also shards parameters and optimiser state;
   # 'model' splits attention heads and MLP (tensor parallel). See README.
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
+  # Multi-host: see alip_jax/distributed.py (TPU pods and SLURM need nothing here).
+  c.distributed = ml_collections.ConfigDict(dict(
+      coordinator="", num_processes=0, process_id=-1, platform=""))
   return c

@@ -49,3 +49,18 @@ def tiny_config(variant="alip"):
 
 
 assert jax.device_count() == 8, "tests need 8 devices: import jax only after conftest"
+
+
+def restore_saved_state(workdir, step=None):
+  """A run's whole saved train state as numpy, onto this process's first
+  device, whatever topology saved it (another mesh, other processes)."""
+  import orbax.checkpoint as ocp
+  directory = os.path.join(workdir, "checkpoints")
+  if step is None:
+    step = max(int(d) for d in os.listdir(directory) if d.isdigit())
+  path = os.path.join(directory, str(step), "state")
+  checkpointer = ocp.StandardCheckpointer()
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        checkpointer.metadata(path).item_metadata)
+  return step, jax.device_get(checkpointer.restore(path, target))

@@ -13,6 +13,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from conftest import restore_saved_state
 from test_end_to_end import ROOT, TINY_FLAGS, run_main
 
 STEPS = 24
@@ -44,13 +45,9 @@ def wait_for_logged_steps(workdir, process, count, timeout=300):
 
 
 def final_state(workdir):
-  """The whole saved train state of the last step, as numpy arrays."""
-  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"), item_names=("state",))
-  step = manager.latest_step()
+  step, state = restore_saved_state(workdir)
   assert step == STEPS, step
-  state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  manager.close()
-  return jax.device_get(state["state"])
+  return state
 
 
 @pytest.fixture(scope="module")

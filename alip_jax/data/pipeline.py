@@ -209,8 +209,10 @@ def train_dataset(files: list[str], tokenizer: Tokenizer, image_size: int,
   if len(source) < process_count:
     raise ValueError(f"{len(source)} training records cannot feed {process_count} processes")
   ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
-  ds = ds[process_index::process_count]
+  # Augmentation randomness is drawn from the record's place in the global
+  # stream (before the per-process slice): the same for any process count.
   ds = ds.random_map(TrainTransform(tokenizer, image_size, num_views, color_jitter))
+  ds = ds[process_index::process_count]
   ds = ds.filter(counter)
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
                                             prefetch_buffer_size=prefetch))

@@ -20,6 +20,7 @@ import grain
 import jax
 import numpy as np
 
+from alip_jax import mesh as mesh_lib
 from alip_jax.data import pipeline
 from alip_jax.data.tokenizer import Tokenizer
 
@@ -76,7 +77,7 @@ def embed_in_batches(embed_fn, inputs: np.ndarray, batch_size: int, sharding) ->
       pad = np.zeros((batch_size - valid,) + chunk.shape[1:], chunk.dtype)
       chunk = np.concatenate([chunk, pad])
     out = embed_fn(jax.device_put(chunk, sharding))
-    outputs.append(np.asarray(jax.device_get(out))[:valid])
+    outputs.append(mesh_lib.to_host(out)[:valid])
   return np.concatenate(outputs)
 
 
