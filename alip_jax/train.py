@@ -24,7 +24,7 @@ import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
-from alip_jax import accumulation, checkpointing, losses, mesh as mesh_lib, optim
+from alip_jax import accumulation, checkpointing, losses, mesh as mesh_lib, monitoring, optim
 from alip_jax.data import pipeline, records, synthetic
 from alip_jax.data.tokenizer import SOT_ID, EOT_ID, HFTokenizer, Tokenizer
 from alip_jax.evaluation import retrieval
@@ -123,7 +123,9 @@ def make_train_step(model, config, tx):
                "consecutive_skips": skips["consecutive"],
                **{k: params[k] for k in ("logit_scale", "logit_bias") if k in params},
                "lr": lr_schedule(state["step"]),
-               **{k: jnp.mean(v) for k, v in metrics.items()}, **new_state["gates"]}
+               **{k: jnp.mean(v) for k, v in metrics.items()}, **new_state["gates"],
+               # Per-sample gate weights, for TensorBoard histograms.
+               **{f"hist_{k}": v for k, v in metrics.items() if k.startswith("weight_")}}
     return new_state, summary
 
   return train_step
@@ -339,6 +341,7 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
                                  lambda t: encode_text(params, t), eval_set,
                                  config.eval.batch_size, batch_sharding)
     eval_log[str(step)] = metrics
+    monitor.write_eval(step, metrics)
     if is_main:
       _write_json(eval_path, eval_log)
     log.info("eval step %d: %s", step, " ".join(
@@ -346,19 +349,23 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
     return metrics
 
   # ---- The loop.
-  metrics_file = open(os.path.join(workdir, "metrics.jsonl"), "a") if is_main else None
+  images_per_sample = losses.num_views(config.loss)
+  monitor = monitoring.Monitor(
+      config, workdir, first_step, config.train.batch_size * monitoring.flops_per_sample(
+          config, len(losses.text_inputs(config.loss)), images_per_sample), is_main)
   total = config.train.steps
-  last_log_time, last_log_step = time.time(), first_step
   last_step = total if stop_after is None else min(stop_after, total)
   preemption = PreemptionNotice()
   max_skips = config.train.get("max_consecutive_skips", 10)
   preempted = False
   for step in range(first_step + 1, last_step + 1):
+    monitor.before_step(step)
     batch = pipeline.to_global_batch(next(train_iter), batch_sharding)
     state, summary = train_step(state, batch)
+    monitor.after_step(step, summary)
 
     if step % config.train.log_every == 0 or step == total:
-      summary = {k: float(v) for k, v in jax.device_get(summary).items()}
+      summary = jax.device_get(summary)
       if summary["consecutive_skips"] >= max_skips:
         manager.wait_until_finished()
         raise FloatingPointError(
@@ -366,22 +373,10 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
             f"non-finite loss or gradient (loss {summary['loss']}) and were skipped; the last "
             f"good checkpoint is step {manager.latest_step()} in {workdir}/checkpoints. Lower "
             f"optim.lr or check the data, then re-run to resume from it.")
-      if summary["skipped_steps"] > 0 and not math.isfinite(summary["loss"]):
+      if summary["skipped_steps"] > 0 and not np.isfinite(summary["loss"]):
         log.warning("step %d: non-finite loss, update skipped (%d skipped so far)", step,
                     int(summary["skipped_steps"]))
-      now = time.time()
-      summary["samples_per_s"] = (step - last_log_step) * config.train.batch_size / (
-          now - last_log_time)
-      summary["skipped_records"] = bad_records.total
-      last_log_time, last_log_step = now, step
-      log.info("step %d/%d loss %.4f (%s) scale %.2f lr %.2e %.0f samples/s", step,
-                   total, summary["loss"], " ".join(
-                       f"{k}={v:.3f}" for k, v in summary.items()
-                       if k.startswith(("loss_", "infonce_", "weight_", "h_", "softclip_", "uniclip_"))),
-                   math.exp(summary["logit_scale"]), summary["lr"], summary["samples_per_s"])
-      if metrics_file:
-        metrics_file.write(json.dumps({"step": step, **summary}) + "\n")
-        metrics_file.flush()
+      monitor.write(step, summary, {"skipped_records": bad_records.total})
     if preemption.requested(manager, step):
       # SIGTERM (TPU VM maintenance, SLURM time limit): save this step, stop.
       checkpointing.save(manager, step, state, train_iter)
@@ -398,8 +393,7 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
   final = run_eval(total) if last_step == total and not preempted else {}
   manager.wait_until_finished()
   manager.close()
-  if metrics_file:
-    metrics_file.close()
+  monitor.close()
   if bad_records.total:
     log.warning("skipped %d bad training records: %s", bad_records.total,
                     dict(bad_records.counts))

@@ -92,6 +92,8 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
   c.train.batch_size = 128   # global, over all devices and hosts
   c.train.accum_steps = 1    # > 1: GradCache micro-batches (the loss still sees the whole batch)
   c.train.max_consecutive_skips = 10  # non-finite steps in a row before the run stops
+  c.train.peak_tflops = 0.0  # per device, for MFU in the progress line; 0 = known accelerators
+  c.train.profile_steps = ""  # "A,B": a jax.profiler trace of steps A..B in <workdir>/profile
   c.train.steps = 300
   c.train.log_every = 50
   c.train.checkpoint_every = 250

@@ -5,6 +5,7 @@ import ml_collections
 import pytest
 
 from alip_jax.benchmarks import train_step
+from alip_jax.models import zoo
 from configs import alip_yfcc15m
 from conftest import tiny_config
 
@@ -14,11 +15,11 @@ def test_model_flops_match_the_published_counts(image, gflop):
   """docs/conventions: ALIP B/32 62, B/16 141 train GFLOP per triplet
   (3 × (image + 2 × text) forward; image 8.8 / 35.1, text 6.0)."""
   config = alip_yfcc15m.get_config(image)
-  flops = train_step.model_flops(config.model, 224, 77)
+  flops = zoo.model_flops(config.model, 224, 77)
   assert flops / 1e9 == pytest.approx(gflop, rel=0.015)
   text_only = ml_collections.ConfigDict(dict(image=dict(patch_size=224, width=1, depth=0, heads=1),
                                              text="B", embed_dim=512))
-  text_fwd = (train_step.model_flops(text_only, 224, 77, texts_per_sample=1, training=False)
+  text_fwd = (zoo.model_flops(text_only, 224, 77, texts_per_sample=1, training=False)
               - 2 * 224 * 224 * 3)  # the 1-wide "patch" of the stub image tower
   assert text_fwd / 1e9 == pytest.approx(6.0, rel=0.01)
 

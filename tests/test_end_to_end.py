@@ -32,9 +32,13 @@ TINY_FLAGS = ["--config.data.image_size=32", "--config.model.image.width=32",
 def test_cli_trains_then_resumes_from_the_saved_step(tiny_corpus, tmp_path):
   workdir = str(tmp_path / "run")
   first = run_main(workdir, *TINY_FLAGS, f"--config.data.dir={tiny_corpus}",
-                   "--config.train.steps=2")
+                   "--config.train.steps=2", "--config.train.profile_steps=1,2",
+                   "--config.train.peak_tflops=1.0")
   assert first.returncode == 0, first.stderr[-3000:]
   assert "initialised a new run" in first.stderr
+  assert "step 2/2 loss" in first.stderr and "MFU" in first.stderr and "ETA" in first.stderr
+  traces = [f for _, _, files in os.walk(os.path.join(workdir, "profile")) for f in files]
+  assert any(f.endswith(".xplane.pb") for f in traces), traces
   second = run_main(workdir, *TINY_FLAGS, f"--config.data.dir={tiny_corpus}",
                     "--config.train.steps=3")
   assert second.returncode == 0, second.stderr[-3000:]
@@ -44,6 +48,26 @@ def test_cli_trains_then_resumes_from_the_saved_step(tiny_corpus, tmp_path):
   assert set(evals) == {"2", "3"}
   assert evals["3"]["num_images"] == 200  # every test item, though 200 % 48 != 0
   assert "i2t_R@1=" in second.stdout
+  tags = tensorboard_tags(os.path.join(workdir, "tensorboard"))
+  assert {"train/loss", "train/lr", "train/weight_sample", "train/mfu", "eval/i2t_R_1"} <= tags["scalar"]
+  assert "gates/hist_weight_sample" in tags["histogram"]
+
+
+def tensorboard_tags(directory):
+  """Tags in TensorBoard event files (TFRecord framing: length, CRC, proto, CRC)."""
+  from tensorboardX.proto import event_pb2
+  tags = {"scalar": set(), "histogram": set()}
+  for name in os.listdir(directory):
+    with open(os.path.join(directory, name), "rb") as f:
+      data = f.read()
+    offset = 0
+    while offset < len(data):
+      length = int.from_bytes(data[offset:offset + 8], "little")
+      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      offset += 16 + length
+      for value in event.summary.value:
+        tags["histogram" if value.HasField("histo") else "scalar"].add(value.tag)
+  return tags
 
 
 @pytest.mark.slow

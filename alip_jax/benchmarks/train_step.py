@@ -7,7 +7,7 @@ Runs the real jitted ALIP train step (the trainer's `build_training`) on a
 random batch already on the devices, so it measures the model, loss and
 optimiser, not the input pipeline. Prints one JSON line:
 
-* model_tflop_per_step: analytic 3 × forward matmul FLOPs (`model_flops`),
+* model_tflop_per_step: analytic 3 × forward matmul FLOPs (`zoo.model_flops`),
   what MFU conventionally counts (no remat recomputation);
 * xla_tflop_per_step: what XLA's `cost_analysis` of the compiled step counts,
   summed over devices (includes recomputation, elementwise work, the loss);
@@ -32,8 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_flags
 
-from alip_jax import losses, mesh as mesh_lib, train
-from alip_jax.models import two_towers, zoo
+from alip_jax import losses, mesh as mesh_lib, monitoring, train
+from alip_jax.models import two_towers
+from alip_jax.models.zoo import model_flops
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps (after 2 warm-up steps).")
@@ -43,27 +44,6 @@ _COMPILE_ONLY = flags.DEFINE_bool("compile_only", False, "Only lower and compile
                                   "memory, compile time); no steps.")
 flags.mark_flags_as_required(["config"])
 
-KNOWN_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # bf16 dense
-
-
-def tower_flops(width: int, depth: int, length: int) -> float:
-  """Forward matmul FLOPs of `depth` CLIP blocks on `length` tokens:
-  q/k/v/out (4·w²) and MLP (8·w²) per token, plus QKᵀ and AV (2·L·w)."""
-  return depth * (2 * length * 12 * width**2 + 4 * length**2 * width)
-
-
-def model_flops(model_cfg, image_size: int, context_length: int, texts_per_sample: int = 2,
-                training: bool = True) -> float:
-  """Analytic FLOPs per sample (ALIP: one image, raw text and caption)."""
-  image, text = zoo.image_tower(model_cfg.image), zoo.text_tower(model_cfg.text)
-  patches = (image_size // image["patch_size"]) ** 2
-  width, embed = image["width"], model_cfg.embed_dim
-  image_fwd = (tower_flops(width, image["depth"], patches + 1)
-               + 2 * patches * 3 * image["patch_size"] ** 2 * width + 2 * width * embed)
-  text_fwd = (tower_flops(text["width"], text["depth"], context_length)
-              + 2 * text["width"] * embed)
-  forward = image_fwd + texts_per_sample * text_fwd
-  return 3 * forward if training else forward
 
 
 def random_batch(config, vocab, sharding):
@@ -143,7 +123,7 @@ def run(config, steps: int, vocab: int, peak_tflops: float, compile_only: bool =
 
 def main(argv):
   del argv
-  peak = _PEAK.value or next((v for k, v in KNOWN_PEAK_TFLOPS.items()
+  peak = _PEAK.value or next((v for k, v in monitoring.KNOWN_PEAK_TFLOPS.items()
                               if k in jax.devices()[0].device_kind), 0.0)
   print(json.dumps(run(_CONFIG.value, _STEPS.value, _VOCAB.value, peak, _COMPILE_ONLY.value)))
 

@@ -40,3 +40,23 @@ def image_tower(value) -> dict:
 def text_tower(value) -> dict:
   """'B' or a dict → dict(width, depth, heads)."""
   return _resolve(value, TEXT_TOWERS, "text")
+
+
+def tower_flops(width: int, depth: int, length: int) -> float:
+  """Forward matmul FLOPs of `depth` CLIP blocks on `length` tokens:
+  q/k/v/out (4·w²) and MLP (8·w²) per token, plus QKᵀ and AV (2·L·w)."""
+  return depth * (2 * length * 12 * width**2 + 4 * length**2 * width)
+
+
+def model_flops(model_cfg, image_size: int, context_length: int, texts_per_sample: int = 2,
+                training: bool = True, images_per_sample: int = 1) -> float:
+  """Analytic FLOPs per sample (ALIP: one image, raw text and caption)."""
+  image, text = image_tower(model_cfg.image), text_tower(model_cfg.text)
+  patches = (image_size // image["patch_size"]) ** 2
+  width, embed = image["width"], model_cfg.embed_dim
+  image_fwd = (tower_flops(width, image["depth"], patches + 1)
+               + 2 * patches * 3 * image["patch_size"] ** 2 * width + 2 * width * embed)
+  text_fwd = (tower_flops(text["width"], text["depth"], context_length)
+              + 2 * text["width"] * embed)
+  forward = images_per_sample * image_fwd + texts_per_sample * text_fwd
+  return 3 * forward if training else forward

@@ -1,0 +1,121 @@
+"""Seeing the run: one progress line, metrics.jsonl, TensorBoard, profiles.
+
+Every `train.log_every` steps (the only host sync of the loop) the trainer
+hands the step's summary here: the console gets step/total, loss per path,
+lr, logit scale, gate weights and running means, samples/s, MFU and ETA;
+`metrics.jsonl` and TensorBoard (`<workdir>/tensorboard`, through
+tensorboardX, no TensorFlow) get every scalar, and TensorBoard a histogram of
+each per-sample gate weight. `train.profile_steps = 'A,B'` writes a
+`jax.profiler` trace of steps A..B to `<workdir>/profile`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+
+import jax
+import numpy as np
+
+from alip_jax.models import zoo
+
+log = logging.getLogger(__name__)
+
+# Dense bf16 peak per device, TFLOP/s (config.train.peak_tflops overrides).
+KNOWN_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "TPU v5p": 459.0,
+                     "TPU v5 lite": 197.0, "TPU v4": 275.0}
+PATH_KEYS = ("loss_", "infonce_", "weight_", "h_", "softclip_", "uniclip_")
+
+
+def peak_tflops(config) -> float:
+  if config.train.get("peak_tflops", 0.0):
+    return float(config.train.peak_tflops)
+  kind = jax.devices()[0].device_kind
+  return next((v for k, v in KNOWN_PEAK_TFLOPS.items() if k in kind), 0.0)
+
+
+def flops_per_sample(config, texts_per_sample: int, images_per_sample: int) -> float:
+  return zoo.model_flops(config.model, config.data.image_size, config.data.context_length,
+                         texts_per_sample, images_per_sample=images_per_sample)
+
+
+class Monitor:
+  def __init__(self, config, workdir: str, first_step: int, flops_per_step: float,
+               is_main: bool):
+    self.config, self.workdir, self.is_main = config, workdir, is_main
+    self.total = config.train.steps
+    self.flops_per_step = flops_per_step
+    self.peak = peak_tflops(config) * 1e12 * jax.device_count()
+    self.last_time, self.last_step = time.time(), first_step
+    self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a") if is_main else None
+    self.tensorboard = None
+    if is_main:
+      try:
+        from tensorboardX import SummaryWriter
+        self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      except ImportError:
+        log.warning("tensorboardX is not installed: no TensorBoard events")
+    window = config.train.get("profile_steps", "")
+    self.profile = tuple(int(s) for s in window.split(",")) if window else None
+    self.profiling = False
+
+  def before_step(self, step: int) -> None:
+    if self.profile and step == self.profile[0] and self.is_main:
+      jax.profiler.start_trace(os.path.join(self.workdir, "profile"))
+      self.profiling = True
+
+  def after_step(self, step: int, summary) -> None:
+    if self.profiling and step == self.profile[1]:
+      jax.block_until_ready(summary)
+      jax.profiler.stop_trace()
+      self.profiling = False
+      log.info("profile of steps %d..%d in %s/profile", *self.profile, self.workdir)
+
+  def write(self, step: int, summary: dict, extra: dict) -> dict:
+    """summary: the step's device summary, fetched; returns the scalars logged."""
+    now = time.time()
+    elapsed = max(now - self.last_time, 1e-9)
+    steps_done = step - self.last_step
+    self.last_time, self.last_step = now, step
+    histograms = {k: np.asarray(v) for k, v in summary.items() if np.ndim(v) > 0}
+    scalars = {k: float(v) for k, v in summary.items() if np.ndim(v) == 0}
+    scalars.update(extra)
+    scalars["samples_per_s"] = steps_done * self.config.train.batch_size / elapsed
+    scalars["step_s"] = elapsed / max(steps_done, 1)
+    if self.peak:
+      scalars["mfu"] = self.flops_per_step / scalars["step_s"] / self.peak
+    eta = (self.total - step) * scalars["step_s"]
+    log.info("step %d/%d loss %.4f (%s) scale %.2f lr %.2e | %.0f samples/s%s | ETA %s",
+             step, self.total, scalars["loss"],
+             " ".join(f"{k}={v:.3f}" for k, v in scalars.items() if k.startswith(PATH_KEYS)),
+             math.exp(scalars["logit_scale"]), scalars["lr"], scalars["samples_per_s"],
+             f" MFU {100 * scalars['mfu']:.1f}%" if "mfu" in scalars else "",
+             time.strftime("%H:%M:%S", time.gmtime(eta)) if eta < 86400 else f"{eta / 3600:.0f} h")
+    if self.jsonl:
+      self.jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
+      self.jsonl.flush()
+    if self.tensorboard:
+      for k, v in scalars.items():
+        self.tensorboard.add_scalar(f"train/{k}", v, step)
+      for k, v in histograms.items():
+        self.tensorboard.add_histogram(f"gates/{k}", v, step)
+      self.tensorboard.flush()
+    return scalars
+
+  def write_eval(self, step: int, metrics: dict) -> None:
+    if self.tensorboard:
+      for k, v in metrics.items():
+        if isinstance(v, (int, float)):
+          self.tensorboard.add_scalar(f"eval/{k}", v, step)
+      self.tensorboard.flush()
+
+  def close(self) -> None:
+    if self.profiling:
+      jax.profiler.stop_trace()
+    if self.jsonl:
+      self.jsonl.close()
+    if self.tensorboard:
+      self.tensorboard.close()
