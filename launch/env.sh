@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by launch/demo.sh and tests/run.sh: finds Python 3.12, makes .venv
 # (once) and installs the pinned requirements file given as $1.
 # Set PYTHON=/path/to/python3.12 to choose the interpreter.
