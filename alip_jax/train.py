@@ -306,8 +306,9 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
   log.info("model: %.2fM parameters", num_params / 1e6)
 
   # ---- Resume or initialise.
-  manager = checkpointing.make_manager(os.path.join(workdir, "checkpoints"),
-                                       config.train.keep_checkpoints)
+  manager = checkpointing.make_manager(
+      os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints,
+      config.train.get("keep_every", 0), config.train.get("async_checkpoints", True))
   abstract_with_sharding = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
       abstract_state, state_sharding)

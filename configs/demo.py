@@ -98,6 +98,8 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
   c.train.log_every = 50
   c.train.checkpoint_every = 250
   c.train.keep_checkpoints = 2
+  c.train.keep_every = 0     # > 0: also keep every step divisible by this, for good
+  c.train.async_checkpoints = True  # save in the background while training goes on
   c.train.eval_every = 0     # 0 = only at the end
 
   c.eval = ml_collections.ConfigDict()

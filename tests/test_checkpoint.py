@@ -67,3 +67,14 @@ def test_interrupted_run_resumes_to_the_same_state(tiny_corpus, tmp_path):
     logged = [json.loads(line)["step"] for line in f]
   assert logged == [2, 4, 6]  # 2 and 4 by the first run, 6 after resuming
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["4", "6"]
+
+
+def test_retention_keeps_the_newest_and_every_kth(tiny_corpus, tmp_path):
+  config = tiny_config()
+  config.data.dir = tiny_corpus
+  config.train.steps, config.train.checkpoint_every = 7, 1
+  config.train.keep_checkpoints, config.train.keep_every = 2, 3
+  config.train.async_checkpoints = False  # the synchronous path works too
+  train.train_and_evaluate(config, str(tmp_path / "run"))
+  kept = sorted(int(d) for d in os.listdir(tmp_path / "run" / "checkpoints") if d.isdigit())
+  assert kept == [3, 6, 7]

@@ -13,9 +13,14 @@ import grain
 import orbax.checkpoint as ocp
 
 
-def make_manager(directory: str, max_to_keep: int) -> ocp.CheckpointManager:
+def make_manager(directory: str, max_to_keep: int, keep_every: int = 0,
+                 async_save: bool = True) -> ocp.CheckpointManager:
+  """Keeps the newest `max_to_keep` checkpoints, and every step divisible by
+  `keep_every` (> 0) for good. Async saves write in the background while
+  training goes on."""
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep, create=True, enable_async_checkpointing=True)
+      max_to_keep=max_to_keep, keep_period=keep_every or None, create=True,
+      enable_async_checkpointing=async_save)
   return ocp.CheckpointManager(directory, options=options,
                                item_names=("state", "data_iter"))
 
