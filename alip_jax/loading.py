@@ -136,7 +136,8 @@ def _from_workdir(workdir, config, step, tokenizer_path, mesh) -> LoadedModel:
   from alip_jax import losses, train
   tok = make_tokenizer(tokenizer_path or _find_tokenizer(workdir), config.data.context_length)
   model = two_towers.from_config(config.model, tok.vocab_size, config.data.context_length,
-                                 **losses.head_kwargs(config.loss))
+                                 **losses.head_kwargs(config.loss),
+                                 eot_id=getattr(tok, "eot_id", None))
   init_state, _, state_sharding = train.build_training(model, config, mesh)
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           jax.eval_shape(init_state, jax.random.key(0)), state_sharding)
@@ -156,6 +157,6 @@ def export(loaded: LoadedModel, directory: str) -> None:
   import shutil
   clip_weights.export_hf(jax.device_get(loaded.params), loaded.model_config,
                          loaded.tokenizer.vocab_size, loaded.tokenizer.context_length,
-                         loaded.image_size, directory)
+                         loaded.image_size, directory, eot_id=loaded.model.text.eot_id)
   source = getattr(loaded.tokenizer, "tokenizer_json", None) or loaded.tokenizer.model_path
   shutil.copy(source, os.path.join(directory, os.path.basename(source)))

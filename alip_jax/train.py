@@ -62,7 +62,8 @@ def make_model_and_tokenizer(config, data_dir):
   else:
     tokenizer = Tokenizer(os.path.join(data_dir, "tokenizer.model"), config.data.context_length)
   model = two_towers.from_config(config.model, tokenizer.vocab_size, config.data.context_length,
-                                **losses.head_kwargs(config.loss))
+                                **losses.head_kwargs(config.loss),
+                                eot_id=getattr(tokenizer, "eot_id", EOT_ID))
   return model, tokenizer
 
 

@@ -162,9 +162,11 @@ def _to_hf_blocks(encoder, prefix):
 
 
 def export_hf(params, model_cfg, vocab_size: int, context_length: int, image_size: int,
-              directory: str) -> None:
+              directory: str, eot_id: int | None = None) -> None:
   """Writes our params as an HF `CLIPModel` directory (config.json +
-  model.safetensors) that `CLIPModel.from_pretrained(directory)` loads."""
+  model.safetensors) that `CLIPModel.from_pretrained(directory)` loads.
+  `eot_id` (the tokenizer's; default `model.eot_id` or 3) becomes HF's
+  eos_token_id, where the text tower pools; SOT is taken as eot_id − 1."""
   from safetensors.numpy import save_file
   params = transformer.unstack_layers(jax_to_numpy(params))
   if "domain_log_scale" in params:
@@ -193,7 +195,7 @@ def export_hf(params, model_cfg, vocab_size: int, context_length: int, image_siz
       "text_projection.weight": tx["proj"]["kernel"].T,
       **_to_hf_blocks(im["encoder"], v), **_to_hf_blocks(tx["encoder"], t)}
   act = model_cfg.get("act", "gelu")
-  eot = int(model_cfg.get("eot_id", 3))
+  eot = int(eot_id if eot_id is not None else model_cfg.get("eot_id", 3))
   config = {
       "architectures": ["CLIPModel"], "model_type": "clip",
       "projection_dim": int(model_cfg.embed_dim),

@@ -110,10 +110,12 @@ class TwoTowers(nn.Module):
 
 def from_config(model_cfg: ml_collections.ConfigDict, vocab_size: int,
                 context_length: int, logit_scale_init: float = LOGIT_SCALE_INIT,
-                logit_bias_init: float | None = None, uniclip: bool = False) -> TwoTowers:
+                logit_bias_init: float | None = None, uniclip: bool = False,
+                eot_id: int | None = None) -> TwoTowers:
   """Towers by name or dict (`models.zoo`); `model.dtype` is the compute
   dtype (parameters stay float32); `model.remat`, `model.scan`, `model.act`,
-  `model.attention` and `model.eot_id` are optional."""
+  `model.attention` and `model.eot_id` are optional. `eot_id` (the
+  tokenizer's) overrides `model.eot_id`."""
   dtype = jnp.dtype(model_cfg.dtype)
   image = zoo.image_tower(model_cfg.image)
   text = zoo.text_tower(model_cfg.text)
@@ -125,6 +127,7 @@ def from_config(model_cfg: ml_collections.ConfigDict, vocab_size: int,
       image=VisionTransformer(image["patch_size"], image["width"], image["depth"],
                               image["heads"], embed_dim, **common),
       text=TextTransformer(vocab_size, context_length, text["width"], text["depth"],
-                           text["heads"], embed_dim, eot_id=model_cfg.get("eot_id", EOT_ID),
+                           text["heads"], embed_dim,
+                           eot_id=eot_id if eot_id is not None else model_cfg.get("eot_id", EOT_ID),
                            **common),
       logit_scale_init=logit_scale_init, logit_bias_init=logit_bias_init, uniclip=uniclip)
