@@ -103,7 +103,7 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
   c.train.eval_every = 0     # 0 = only at the end
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.batch_size = 250
+  c.eval.batch_size = 256    # a multiple of data × fsdp (any power of 2 up to 256 devices)
 
   # Mesh axis sizes; -1 = all remaining devices. The batch is split over
   # 'data' × 'fsdp'; 'fsdp' also shards parameters and optimiser state;
