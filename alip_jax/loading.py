@@ -26,7 +26,7 @@ from PIL import Image
 
 from alip_jax import mesh as mesh_lib
 from alip_jax.data.tokenizer import HFTokenizer, Tokenizer
-from alip_jax.models import clip_weights, transformer, two_towers
+from alip_jax.models import clip_weights, two_towers
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")  # the trainer copies one into its workdir
 

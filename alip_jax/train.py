@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import threading
-import time
 
 import flax.linen as nn
 import jax
@@ -360,38 +359,40 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
   preemption = PreemptionNotice()
   max_skips = config.train.get("max_consecutive_skips", 10)
   preempted = False
-  for step in range(first_step + 1, last_step + 1):
-    monitor.before_step(step)
-    batch = pipeline.to_global_batch(next(train_iter), batch_sharding)
-    state, summary = train_step(state, batch)
-    monitor.after_step(step, summary)
+  try:
+    for step in range(first_step + 1, last_step + 1):
+      monitor.before_step(step)
+      batch = pipeline.to_global_batch(next(train_iter), batch_sharding)
+      state, summary = train_step(state, batch)
+      monitor.after_step(step, summary)
 
-    if step % config.train.log_every == 0 or step == total:
-      summary = jax.device_get(summary)
-      if summary["consecutive_skips"] >= max_skips:
-        manager.wait_until_finished()
-        raise FloatingPointError(
-            f"{int(summary['consecutive_skips'])} steps in a row up to step {step} had a "
-            f"non-finite loss or gradient (loss {summary['loss']}) and were skipped; the last "
-            f"good checkpoint is step {manager.latest_step()} in {workdir}/checkpoints. Lower "
-            f"optim.lr or check the data, then re-run to resume from it.")
-      if summary["skipped_steps"] > 0 and not np.isfinite(summary["loss"]):
-        log.warning("step %d: non-finite loss, update skipped (%d skipped so far)", step,
-                    int(summary["skipped_steps"]))
-      monitor.write(step, summary, {"skipped_records": bad_records.total})
-    if preemption.requested(manager, step):
-      # SIGTERM (TPU VM maintenance, SLURM time limit): save this step, stop.
-      checkpointing.save(manager, step, state, train_iter)
-      log.warning("preempted: saved step %d in %s; re-run the same command to resume", step,
-                  workdir)
-      preempted = True
-      break
-    if step % config.train.checkpoint_every == 0 or step == last_step:
-      checkpointing.save(manager, step, state, train_iter)
-    if config.train.eval_every and step % config.train.eval_every == 0 and step != total:
-      run_eval(step)
+      if step % config.train.log_every == 0 or step == total:
+        summary = jax.device_get(summary)
+        if summary["consecutive_skips"] >= max_skips:
+          manager.wait_until_finished()
+          raise FloatingPointError(
+              f"{int(summary['consecutive_skips'])} steps in a row up to step {step} had a "
+              f"non-finite loss or gradient (loss {summary['loss']}) and were skipped; the last "
+              f"good checkpoint is step {manager.latest_step()} in {workdir}/checkpoints. Lower "
+              f"optim.lr or check the data, then re-run to resume from it.")
+        if summary["skipped_steps"] > 0 and not np.isfinite(summary["loss"]):
+          log.warning("step %d: non-finite loss, update skipped (%d skipped so far)", step,
+                      int(summary["skipped_steps"]))
+        monitor.write(step, summary, {"skipped_records": bad_records.total})
+      if preemption.requested(manager, step):
+        # SIGTERM (TPU VM maintenance, SLURM time limit): save this step, stop.
+        checkpointing.save(manager, step, state, train_iter)
+        log.warning("preempted: saved step %d in %s; re-run the same command to resume", step,
+                    workdir)
+        preempted = True
+        break
+      if step % config.train.checkpoint_every == 0 or step == last_step:
+        checkpointing.save(manager, step, state, train_iter)
+      if config.train.eval_every and step % config.train.eval_every == 0 and step != total:
+        run_eval(step)
+  finally:  # also on errors: give SIGTERM back to its previous handler
+    preemption.close()
 
-  preemption.close()
   final = run_eval(total) if last_step == total and not preempted else {}
   manager.wait_until_finished()
   manager.close()

@@ -28,7 +28,6 @@ import time
 
 from absl import app, flags
 import jax
-import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_flags
 
