@@ -40,6 +40,14 @@ def train_sentencepiece(texts: Iterable[str], model_path: str,
     f.write(model.getvalue())
 
 
+def fixed_length(ids, sot_id: int, eot_id: int, context_length: int) -> np.ndarray:
+  """[SOT, ids[:L-2]…, EOT, PAD…] as int32 [L] (PAD = 0)."""
+  ids = list(ids)[: context_length - 2]
+  tokens = np.zeros(context_length, np.int32)
+  tokens[0], tokens[1 : 1 + len(ids)], tokens[1 + len(ids)] = sot_id, ids, eot_id
+  return tokens
+
+
 class Tokenizer:
   """Text → int32 tokens of fixed length (see module docstring)."""
 
@@ -55,12 +63,7 @@ class Tokenizer:
     return self._sp.get_piece_size()
 
   def encode(self, text: str) -> np.ndarray:
-    pieces = self._sp.encode(text)[: self.context_length - 2]
-    tokens = np.zeros(self.context_length, np.int32)
-    tokens[0] = SOT_ID
-    tokens[1 : 1 + len(pieces)] = pieces
-    tokens[1 + len(pieces)] = EOT_ID
-    return tokens
+    return fixed_length(self._sp.encode(text), SOT_ID, EOT_ID, self.context_length)
 
   def encode_batch(self, texts: list[str]) -> np.ndarray:
     return np.stack([self.encode(t) for t in texts]) if texts else np.zeros(
@@ -98,10 +101,8 @@ class HFTokenizer:
     return self._tok.get_vocab_size()
 
   def encode(self, text: str) -> np.ndarray:
-    ids = self._tok.encode(text, add_special_tokens=False).ids[: self.context_length - 2]
-    tokens = np.zeros(self.context_length, np.int32)
-    tokens[0], tokens[1 : 1 + len(ids)], tokens[1 + len(ids)] = self.sot_id, ids, self.eot_id
-    return tokens
+    ids = self._tok.encode(text, add_special_tokens=False).ids
+    return fixed_length(ids, self.sot_id, self.eot_id, self.context_length)
 
   def encode_batch(self, texts: list[str]) -> np.ndarray:
     return np.stack([self.encode(t) for t in texts]) if texts else np.zeros(
