@@ -30,9 +30,10 @@ KNOWN_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "TPU v5p": 459
 PATH_KEYS = ("loss_", "infonce_", "weight_", "h_", "softclip_", "uniclip_")
 
 
-def peak_tflops(config) -> float:
-  if config.train.get("peak_tflops", 0.0):
-    return float(config.train.peak_tflops)
+def peak_tflops(override: float = 0.0) -> float:
+  """`override` if set, else the known peak of this accelerator, else 0."""
+  if override:
+    return float(override)
   kind = jax.devices()[0].device_kind
   return next((v for k, v in KNOWN_PEAK_TFLOPS.items() if k in kind), 0.0)
 
@@ -48,7 +49,7 @@ class Monitor:
     self.config, self.workdir, self.is_main = config, workdir, is_main
     self.total = config.train.steps
     self.flops_per_step = flops_per_step
-    self.peak = peak_tflops(config) * 1e12 * jax.device_count()
+    self.peak = peak_tflops(config.train.get("peak_tflops", 0.0)) * 1e12 * jax.device_count()
     self.last_time, self.last_step = time.time(), first_step
     self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a") if is_main else None
     self.tensorboard = None

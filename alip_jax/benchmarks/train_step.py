@@ -122,8 +122,7 @@ def run(config, steps: int, vocab: int, peak_tflops: float, compile_only: bool =
 
 def main(argv):
   del argv
-  peak = _PEAK.value or next((v for k, v in monitoring.KNOWN_PEAK_TFLOPS.items()
-                              if k in jax.devices()[0].device_kind), 0.0)
+  peak = monitoring.peak_tflops(_PEAK.value)
   print(json.dumps(run(_CONFIG.value, _STEPS.value, _VOCAB.value, peak, _COMPILE_ONLY.value)))
 
 
