@@ -39,12 +39,13 @@ class LoadedModel:
   tokenizer: Any
   image_size: int
   mesh: jax.sharding.Mesh
+  param_sharding: Any  # NamedShardings of `params` on `mesh`
   step: int | None = None
 
   def __post_init__(self):
     from alip_jax import train
     self._encode_image, self._encode_text = train.make_encoders(
-        self.model, self.mesh, mesh_lib.logical_shardings(_boxed(self), self.mesh))
+        self.model, self.mesh, self.param_sharding)
     self._ways = mesh_lib.batch_size_divisor(self.mesh)
 
   @property
@@ -78,12 +79,14 @@ class LoadedModel:
     return self._run(self._encode_text, tokens, batch_size)
 
 
-def _boxed(loaded):
-  """Logical axis names of the params (from an abstract init)."""
+def _param_sharding(model, image_size: int, context_length: int, mesh):
+  """The training sharding rules applied to `model`'s params on `mesh`
+  (logical axis names from an abstract init)."""
   from alip_jax import train
-  size, length = loaded.image_size, loaded.tokenizer.context_length
-  config = ml_collections.ConfigDict(dict(data=dict(image_size=size, context_length=length)))
-  return jax.eval_shape(lambda r: train.init_params(loaded.model, config, r), jax.random.key(0))
+  config = ml_collections.ConfigDict(dict(data=dict(image_size=image_size,
+                                                    context_length=context_length)))
+  boxed = jax.eval_shape(lambda r: train.init_params(model, config, r), jax.random.key(0))
+  return mesh_lib.logical_shardings(boxed, mesh)
 
 
 def _default_mesh():
@@ -126,9 +129,9 @@ def make_tokenizer(path: str | None, context_length: int):
 def _from_weights(params, model_cfg, sizes, tokenizer_path, mesh) -> LoadedModel:
   tok = make_tokenizer(tokenizer_path, sizes["context_length"])
   model = two_towers.from_config(model_cfg, sizes["vocab_size"], sizes["context_length"])
-  loaded = LoadedModel(model, None, model_cfg, tok, sizes["image_size"], mesh)
-  loaded.params = jax.device_put(params, mesh_lib.logical_shardings(_boxed(loaded), mesh))
-  return loaded
+  sharding = _param_sharding(model, sizes["image_size"], sizes["context_length"], mesh)
+  return LoadedModel(model, jax.device_put(params, sharding), model_cfg, tok,
+                     sizes["image_size"], mesh, sharding)
 
 
 def _from_workdir(workdir, config, step, tokenizer_path, mesh) -> LoadedModel:
@@ -148,8 +151,8 @@ def _from_workdir(workdir, config, step, tokenizer_path, mesh) -> LoadedModel:
   with jax.set_mesh(mesh):
     state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
   manager.close()
-  loaded = LoadedModel(model, state["params"], config.model, tok, config.data.image_size, mesh, step)
-  return loaded
+  return LoadedModel(model, state["params"], config.model, tok, config.data.image_size, mesh,
+                     state_sharding["params"], step)
 
 
 def export(loaded: LoadedModel, directory: str) -> None:
