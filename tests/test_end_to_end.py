@@ -15,10 +15,14 @@ from conftest import tiny_config
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def main_command(workdir, *overrides):
+  return [sys.executable, "-m", "alip_jax.main", "--config", "configs/demo.py",
+          "--workdir", workdir, *overrides]
+
+
 def run_main(workdir, *overrides):
-  cmd = [sys.executable, "-m", "alip_jax.main", "--config", "configs/demo.py",
-         "--workdir", workdir, *overrides]
-  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  return subprocess.run(main_command(workdir, *overrides), cwd=ROOT, capture_output=True,
+                        text=True, timeout=600)
 
 
 TINY_FLAGS = ["--config.data.image_size=32", "--config.model.image.width=32",

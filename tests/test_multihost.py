@@ -4,14 +4,13 @@ checkpoint and resume, and match the one-process 8-device run."""
 import os
 import socket
 import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
 from conftest import restore_saved_state
-from test_end_to_end import ROOT, TINY_FLAGS, run_main
+from test_end_to_end import ROOT, TINY_FLAGS, main_command, run_main
 
 
 def free_port() -> int:
@@ -25,9 +24,8 @@ def run_two_processes(workdir, *overrides):
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
          "JAX_PLATFORMS": "cpu"}
   processes = [subprocess.Popen(
-      [sys.executable, "-m", "alip_jax.main", "--config", "configs/demo.py", "--workdir", workdir,
-       *overrides, f"--config.distributed.coordinator=127.0.0.1:{port}",
-       "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"],
+      main_command(workdir, *overrides, f"--config.distributed.coordinator=127.0.0.1:{port}",
+                   "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"),
       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
       for i in range(2)]
   outputs = [p.communicate(timeout=600) for p in processes]

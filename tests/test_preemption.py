@@ -5,7 +5,6 @@ both cases the resumed run ends bit-identical to an uninterrupted one."""
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import jax
@@ -14,7 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import restore_saved_state
-from test_end_to_end import ROOT, TINY_FLAGS, run_main
+from test_end_to_end import ROOT, TINY_FLAGS, main_command, run_main
 
 STEPS = 24
 
@@ -25,10 +24,8 @@ def flags(corpus, *extra):
 
 
 def start_main(workdir, *overrides):
-  cmd = [sys.executable, "-m", "alip_jax.main", "--config", "configs/demo.py",
-         "--workdir", workdir, *overrides]
-  return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+  return subprocess.Popen(main_command(workdir, *overrides), cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
 
 
 def wait_for_logged_steps(workdir, process, count, timeout=300):
