@@ -1,8 +1,10 @@
 """Multi-host start-up: `jax.distributed.initialize` before anything touches
 the devices.
 
-* TPU VM pods, SLURM jobs (more than one task), and other clusters JAX
-  detects: `jax.distributed.initialize()` with no arguments.
+* SLURM jobs (more than one task), GKE TPU pods (TPU_WORKER_HOSTNAMES), and
+  `config.distributed.auto=True` (what launch/tpu_pod.sh sets: JAX finds a
+  TPU VM pod's workers from the metadata server):
+  `jax.distributed.initialize()` with no arguments.
 * Anything else (GPU clusters without SLURM, local multi-process tests):
   `config.distributed.coordinator` ('host:port' of process 0),
   `num_processes` and `process_id`, all three.
@@ -40,7 +42,7 @@ def initialize(config) -> None:
     if settings.get("platform", "") == "cpu" or os.environ.get("JAX_PLATFORMS", "") == "cpu":
       jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
-  elif _cluster_detected():
+  elif settings.get("auto", False) or _cluster_detected():
     jax.distributed.initialize()
   else:
     return

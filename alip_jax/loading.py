@@ -10,6 +10,7 @@ checkpoints (`<workdir>/checkpoints/<step>`), an HF `CLIPModel` directory
 (ours exported, or transformers'), or an OpenAI / open_clip state-dict file.
 Only the parameters are read (no optimiser state, no data paths); they are
 placed on `mesh` (default: one device) with the training sharding rules.
+A workdir (or one of its checkpoints) may be in a bucket: gs://…
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 from typing import Any
 
 import jax
@@ -24,7 +26,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from alip_jax import mesh as mesh_lib
+from alip_jax import fileio, mesh as mesh_lib
 from alip_jax.data.tokenizer import HFTokenizer, Tokenizer
 from alip_jax.models import clip_weights, two_towers
 
@@ -97,10 +99,13 @@ def load(path: str, step: int | None = None, mesh=None, tokenizer: str | None = 
   """See the module docstring. `tokenizer` overrides the tokenizer file
   (tokenizer.model for SentencePiece, tokenizer.json for HF BPE)."""
   mesh = mesh or _default_mesh()
-  path = os.path.abspath(path)
-  parent = os.path.dirname(path)
-  if os.path.basename(parent) == "checkpoints" and os.path.basename(path).isdigit():
-    path, step = os.path.dirname(parent), int(os.path.basename(path))
+  path = str(path).rstrip("/") if fileio.is_remote(path) else os.path.abspath(path)
+  parent, name = path.rsplit("/", 1)
+  if parent.endswith("/checkpoints") and name.isdigit():
+    path, step = parent.rsplit("/", 1)[0], int(name)
+  if fileio.is_remote(path):
+    config = fileio.read_json(fileio.join(path, "config.json"))
+    return _from_workdir(path, ml_collections.ConfigDict(config), step, tokenizer, mesh)
   if os.path.isfile(path):
     params, model_cfg, sizes = clip_weights.load_openai(path)
     return _from_weights(params, model_cfg, sizes, tokenizer, mesh)
@@ -114,8 +119,15 @@ def load(path: str, step: int | None = None, mesh=None, tokenizer: str | None = 
 
 
 def _find_tokenizer(directory):
-  return next((os.path.join(directory, f) for f in TOKENIZER_FILES
-               if os.path.exists(os.path.join(directory, f))), None)
+  """The tokenizer file in `directory`; from a bucket, a local copy of it
+  (SentencePiece and tokenizers read local files)."""
+  found = next((fileio.join(directory, f) for f in TOKENIZER_FILES
+                if fileio.exists(fileio.join(directory, f))), None)
+  if found and fileio.is_remote(found):
+    local = os.path.join(tempfile.mkdtemp(prefix="alip_tokenizer_"), os.path.basename(found))
+    fileio.copy(found, local)
+    return local
+  return found
 
 
 def make_tokenizer(path: str | None, context_length: int):
@@ -136,7 +148,7 @@ def _from_weights(params, model_cfg, sizes, tokenizer_path, mesh) -> LoadedModel
 
 def _from_workdir(workdir, config, step, tokenizer_path, mesh) -> LoadedModel:
   import orbax.checkpoint as ocp
-  from alip_jax import losses, train
+  from alip_jax import checkpointing, losses, train
   tok = make_tokenizer(tokenizer_path or _find_tokenizer(workdir), config.data.context_length)
   model = two_towers.from_config(config.model, tok.vocab_size, config.data.context_length,
                                  **losses.head_kwargs(config.loss),
@@ -144,7 +156,7 @@ def _from_workdir(workdir, config, step, tokenizer_path, mesh) -> LoadedModel:
   init_state, _, state_sharding = train.build_training(model, config, mesh)
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           jax.eval_shape(init_state, jax.random.key(0)), state_sharding)
-  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"), item_names=("state",))
+  manager = ocp.CheckpointManager(checkpointing.checkpoint_dir(workdir), item_names=("state",))
   step = manager.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f"{workdir}/checkpoints holds no finished checkpoint")

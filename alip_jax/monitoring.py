@@ -6,7 +6,12 @@ lr, logit scale, gate weights and running means, samples/s, MFU and ETA;
 `metrics.jsonl` and TensorBoard (`<workdir>/tensorboard`, through
 tensorboardX, no TensorFlow) get every scalar, and TensorBoard a histogram of
 each per-sample gate weight. `train.profile_steps = 'A,B'` writes a
-`jax.profiler` trace of steps A..B to `<workdir>/profile`.
+`jax.profiler` trace of steps A..B to `<workdir>/profile`. With
+`config.wandb.project` set and `wandb` installed, Weights & Biases gets the
+same scalars; its run id is kept in `<workdir>/wandb_run.json`, so a resumed
+run continues the same W&B run.
+
+The workdir may be a bucket (gs://…): see alip_jax.fileio.
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
+import secrets
+import tempfile
 import time
 
 import jax
 import numpy as np
 
+from alip_jax import fileio
 from alip_jax.models import zoo
 
 log = logging.getLogger(__name__)
@@ -51,29 +58,42 @@ class Monitor:
     self.flops_per_step = flops_per_step
     self.peak = peak_tflops(config.train.get("peak_tflops", 0.0)) * 1e12 * jax.device_count()
     self.last_time, self.last_step = time.time(), first_step
-    self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a") if is_main else None
+    self.jsonl = fileio.open_for_append(fileio.join(workdir, "metrics.jsonl")) if is_main else None
     self.tensorboard = None
+    self.wandb = None
     if is_main:
       try:
         from tensorboardX import SummaryWriter
-        self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        fileio.route_tensorboard_to_buckets()
+        self.tensorboard = SummaryWriter(fileio.join(workdir, "tensorboard"))
       except ImportError:
         log.warning("tensorboardX is not installed: no TensorBoard events")
+      if config.get("wandb") and config.wandb.project:
+        self.wandb = start_wandb(config, workdir)
     window = config.train.get("profile_steps", "")
     self.profile = tuple(int(s) for s in window.split(",")) if window else None
     self.profiling = False
+    self.profile_dir = fileio.join(workdir, "profile")
 
   def before_step(self, step: int) -> None:
     if self.profile and step == self.profile[0] and self.is_main:
-      jax.profiler.start_trace(os.path.join(self.workdir, "profile"))
+      # The profiler writes local files; a bucket workdir gets them copied.
+      self.trace_dir = (tempfile.mkdtemp(prefix="alip_profile_")
+                        if fileio.is_remote(self.workdir) else self.profile_dir)
+      jax.profiler.start_trace(self.trace_dir)
       self.profiling = True
 
   def after_step(self, step: int, summary) -> None:
     if self.profiling and step == self.profile[1]:
       jax.block_until_ready(summary)
-      jax.profiler.stop_trace()
-      self.profiling = False
-      log.info("profile of steps %d..%d in %s/profile", *self.profile, self.workdir)
+      self._stop_profile()
+      log.info("profile of steps %d..%d in %s", *self.profile, self.profile_dir)
+
+  def _stop_profile(self) -> None:
+    jax.profiler.stop_trace()
+    self.profiling = False
+    if self.trace_dir != self.profile_dir:
+      fileio.copy_tree(self.trace_dir, self.profile_dir)
 
   def write(self, step: int, summary: dict, extra: dict) -> dict:
     """summary: the step's device summary, fetched; returns the scalars logged."""
@@ -96,7 +116,7 @@ class Monitor:
              f" MFU {100 * scalars['mfu']:.1f}%" if "mfu" in scalars else "",
              time.strftime("%H:%M:%S", time.gmtime(eta)) if eta < 86400 else f"{eta / 3600:.0f} h")
     if self.jsonl:
-      self.jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
+      self.jsonl.write((json.dumps({"step": step, **scalars}) + "\n").encode())
       self.jsonl.flush()
     if self.tensorboard:
       for k, v in scalars.items():
@@ -104,6 +124,11 @@ class Monitor:
       for k, v in histograms.items():
         self.tensorboard.add_histogram(f"gates/{k}", v, step)
       self.tensorboard.flush()
+    if self.wandb:
+      import wandb
+      self.wandb.log({**{f"train/{k}": v for k, v in scalars.items()},
+                      **{f"gates/{k}": wandb.Histogram(v)
+                         for k, v in histograms.items()}}, step=step)
     return scalars
 
   def write_eval(self, step: int, metrics: dict) -> None:
@@ -112,11 +137,35 @@ class Monitor:
         if isinstance(v, (int, float)):
           self.tensorboard.add_scalar(f"eval/{k}", v, step)
       self.tensorboard.flush()
+    if self.wandb:
+      self.wandb.log({f"eval/{k}": v for k, v in metrics.items()
+                      if isinstance(v, (int, float))}, step=step)
 
   def close(self) -> None:
     if self.profiling:
-      jax.profiler.stop_trace()
+      self._stop_profile()
     if self.jsonl:
       self.jsonl.close()
     if self.tensorboard:
       self.tensorboard.close()
+    if self.wandb:
+      self.wandb.finish()
+
+
+def start_wandb(config, workdir: str):
+  """A W&B run for this workdir (the same one again after a resume), or None
+  when wandb is not installed."""
+  try:
+    import wandb
+  except ImportError:
+    log.warning("config.wandb.project is set but wandb is not installed "
+                "(pip install -r requirements-cloud.txt): no W&B logging")
+    return None
+  id_file = fileio.join(workdir, "wandb_run.json")
+  run_id = fileio.read_json(id_file)["id"] if fileio.exists(id_file) else secrets.token_hex(4)
+  run = wandb.init(project=config.wandb.project, entity=config.wandb.get("entity") or None,
+                   name=config.wandb.get("name") or None, mode=config.wandb.get("mode") or None,
+                   id=run_id, resume="allow", dir=config.wandb.get("dir") or None,
+                   config=config.to_dict())
+  fileio.write_json(id_file, {"id": run_id})
+  return run

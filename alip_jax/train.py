@@ -7,11 +7,9 @@ it over the mesh, so 1 device and 8 devices give the same numbers.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import shutil
 import signal
 import threading
 
@@ -23,7 +21,7 @@ import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
-from alip_jax import accumulation, checkpointing, losses, mesh as mesh_lib, monitoring, optim
+from alip_jax import accumulation, checkpointing, fileio, losses, mesh as mesh_lib, monitoring, optim
 from alip_jax.data import pipeline, records, synthetic
 from alip_jax.data.tokenizer import SOT_ID, EOT_ID, HFTokenizer, Tokenizer
 from alip_jax.evaluation import retrieval
@@ -43,11 +41,21 @@ def setup_logging():
 def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> str:
   """Returns the data directory, building the embedded corpus if asked."""
   data_dir = config.data.dir or os.path.join(workdir, "data")
+  if fileio.is_remote(data_dir):
+    raise ValueError(
+        f"data directory {data_dir}: Grain reads ArrayRecord shards from a local path. "
+        f"Mount the bucket with gcsfuse (launch/tpu_pod.sh does with DATA_BUCKET=) or copy "
+        f"the shards to local disk, and set --config.data.dir to that path.")
   if config.data.synthetic:
+    corpus = synthetic.CorpusConfig(num_train=config.data.synthetic_num_train)
     if jax.process_index() == 0:
-      synthetic.ensure_built(data_dir, synthetic.CorpusConfig(
-          num_train=config.data.synthetic_num_train))
+      synthetic.ensure_built(data_dir, corpus)
     multihost_utils.sync_global_devices("alip_jax:data_built")
+    # Hosts that do not share process 0's disk (TPU VM workers: one process
+    # each) build their own copy; the corpus is seeded, so all are the same.
+    if jax.process_index() > 0 and not os.path.exists(os.path.join(data_dir, "counts.json")):
+      synthetic.ensure_built(data_dir, corpus)
+    multihost_utils.sync_global_devices("alip_jax:data_built_everywhere")
   return data_dir
 
 
@@ -244,13 +252,6 @@ class PreemptionNotice:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def _write_json(path: str, obj) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        stop_after: int | None = None) -> dict:
   """Trains (resuming from `workdir` if it holds checkpoints) and evaluates.
@@ -267,11 +268,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 
 def _train_and_evaluate(config, workdir, mesh, stop_after):
-  os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
   if is_main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=1))
+    fileio.makedirs(workdir)
+    fileio.write_text(fileio.join(workdir, "config.json"), config.to_json_best_effort(indent=1))
 
   # ---- Batch geometry.
   local_batch = mesh_lib.check_batch_size(config.train.batch_size, mesh, jax.process_count())
@@ -287,7 +287,7 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
   model, tokenizer = make_model_and_tokenizer(config, data_dir)
   if is_main:  # so alip_jax.load needs no data directory
     tokenizer_file = getattr(tokenizer, "tokenizer_json", None) or tokenizer.model_path
-    shutil.copy(tokenizer_file, os.path.join(workdir, os.path.basename(tokenizer_file)))
+    fileio.copy(tokenizer_file, fileio.join(workdir, os.path.basename(tokenizer_file)))
   bad_records = pipeline.BadRecordCounter()
   train_iter = iter(pipeline.train_dataset(
       records.split_files(data_dir, config.data.train_split).files, tokenizer,
@@ -307,7 +307,7 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
 
   # ---- Resume or initialise.
   manager = checkpointing.make_manager(
-      os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints,
+      checkpointing.checkpoint_dir(workdir), config.train.keep_checkpoints,
       config.train.get("keep_every", 0), config.train.get("async_checkpoints", True))
   abstract_with_sharding = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
@@ -330,11 +330,8 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
 
   # ---- Evaluation.
   encode_image, encode_text = make_encoders(model, mesh, state_sharding["params"])
-  eval_path = os.path.join(workdir, "eval.json")
-  eval_log = {}
-  if os.path.exists(eval_path):
-    with open(eval_path) as f:
-      eval_log = json.load(f)
+  eval_path = fileio.join(workdir, "eval.json")
+  eval_log = fileio.read_json(eval_path) if fileio.exists(eval_path) else {}
 
   def run_eval(step):
     params = state["params"]
@@ -344,7 +341,7 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
     eval_log[str(step)] = metrics
     monitor.write_eval(step, metrics)
     if is_main:
-      _write_json(eval_path, eval_log)
+      fileio.write_json(eval_path, eval_log)
     log.info("eval step %d: %s", step, " ".join(
         f"{k}={v:.4f}" for k, v in metrics.items() if "R@" in k))
     return metrics

@@ -111,5 +111,8 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
   # Multi-host: see alip_jax/distributed.py (TPU pods and SLURM need nothing here).
   c.distributed = ml_collections.ConfigDict(dict(
-      coordinator="", num_processes=0, process_id=-1, platform=""))
+      coordinator="", num_processes=0, process_id=-1, platform="", auto=False))
+  # Weights & Biases, off unless `project` is set and wandb is installed
+  # (requirements-cloud.txt). mode: '' (online), 'offline' or 'disabled'.
+  c.wandb = ml_collections.ConfigDict(dict(project="", entity="", name="", mode="", dir=""))
   return c

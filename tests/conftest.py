@@ -64,3 +64,19 @@ def restore_saved_state(workdir, step=None):
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                         checkpointer.metadata(path).item_metadata)
   return step, jax.device_get(checkpointer.restore(path, target))
+
+
+def tensorboard_tags(event_files):
+  """Tags in TensorBoard event files, given as bytes (TFRecord framing:
+  length, CRC, proto, CRC)."""
+  from tensorboardX.proto import event_pb2
+  tags = {"scalar": set(), "histogram": set()}
+  for data in event_files:
+    offset = 0
+    while offset < len(data):
+      length = int.from_bytes(data[offset:offset + 8], "little")
+      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      offset += 16 + length
+      for value in event.summary.value:
+        tags["histogram" if value.HasField("histo") else "scalar"].add(value.tag)
+  return tags

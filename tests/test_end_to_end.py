@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from alip_jax import train
-from conftest import tiny_config
+from conftest import tensorboard_tags, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,26 +52,11 @@ def test_cli_trains_then_resumes_from_the_saved_step(tiny_corpus, tmp_path):
   assert set(evals) == {"2", "3"}
   assert evals["3"]["num_images"] == 200  # every test item, though 200 % 48 != 0
   assert "i2t_R@1=" in second.stdout
-  tags = tensorboard_tags(os.path.join(workdir, "tensorboard"))
+  directory = os.path.join(workdir, "tensorboard")
+  tags = tensorboard_tags(open(os.path.join(directory, name), "rb").read()
+                          for name in os.listdir(directory))
   assert {"train/loss", "train/lr", "train/weight_sample", "train/mfu", "eval/i2t_R_1"} <= tags["scalar"]
   assert "gates/hist_weight_sample" in tags["histogram"]
-
-
-def tensorboard_tags(directory):
-  """Tags in TensorBoard event files (TFRecord framing: length, CRC, proto, CRC)."""
-  from tensorboardX.proto import event_pb2
-  tags = {"scalar": set(), "histogram": set()}
-  for name in os.listdir(directory):
-    with open(os.path.join(directory, name), "rb") as f:
-      data = f.read()
-    offset = 0
-    while offset < len(data):
-      length = int.from_bytes(data[offset:offset + 8], "little")
-      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
-      offset += 16 + length
-      for value in event.summary.value:
-        tags["histogram" if value.HasField("histo") else "scalar"].add(value.tag)
-  return tags
 
 
 @pytest.mark.slow

@@ -1,1 +1,1 @@
-from alip_jax.checkpointing.manager import make_manager, restore_latest, save
+from alip_jax.checkpointing.manager import checkpoint_dir, make_manager, restore_latest, save

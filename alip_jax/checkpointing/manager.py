@@ -12,6 +12,13 @@ from __future__ import annotations
 import grain
 import orbax.checkpoint as ocp
 
+from alip_jax import fileio
+
+
+def checkpoint_dir(workdir: str) -> str:
+  """Where a workdir's checkpoints live (Orbax writes gs:// paths itself)."""
+  return fileio.join(workdir, "checkpoints")
+
 
 def make_manager(directory: str, max_to_keep: int, keep_every: int = 0,
                  async_save: bool = True) -> ocp.CheckpointManager:
