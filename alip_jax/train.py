@@ -230,12 +230,14 @@ def make_encoders(model, mesh, param_sharding=None):
 class PreemptionNotice:
   """SIGTERM → stop at the next step boundary. One process: our own handler
   (a flag, no per-step sync). Several: Orbax's `reached_preemption`, which
-  uses JAX's preemption sync so that all processes stop at the same step."""
+  uses JAX's preemption sync so that all processes stop at the same step.
+  Its SIGTERM handler is installed by `jax.distributed.initialize`, so ours
+  must not replace it there."""
 
   def __init__(self):
     self.flag = False
     self._previous = None
-    if threading.current_thread() is threading.main_thread():
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
 
   def _on_sigterm(self, signum, frame):

@@ -19,15 +19,19 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def run_two_processes(workdir, *overrides):
+def start_two_processes(workdir, *overrides):
   port = free_port()
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
          "JAX_PLATFORMS": "cpu"}
-  processes = [subprocess.Popen(
+  return [subprocess.Popen(
       main_command(workdir, *overrides, f"--config.distributed.coordinator=127.0.0.1:{port}",
                    "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}"),
       cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
       for i in range(2)]
+
+
+def run_two_processes(workdir, *overrides):
+  processes = start_two_processes(workdir, *overrides)
   outputs = [p.communicate(timeout=600) for p in processes]
   for p, (_, err) in zip(processes, outputs):
     assert p.returncode == 0, err[-3000:]

@@ -92,3 +92,25 @@ def test_kill_9_during_async_saves_keeps_a_restorable_checkpoint(tiny_corpus, tm
   assert resumed.returncode == 0, (kill_at, resumed.stderr[-3000:])
   assert "resumed from step" in resumed.stderr, (kill_at, resumed.stderr[-3000:])
   assert_bit_identical(final_state(workdir), reference)
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(tiny_corpus, tmp_path):
+  """Multi-host: JAX's preemption sync tells every process; they agree on a
+  step, save it together, exit 0, and the next run resumes from it."""
+  from test_multihost import run_two_processes, start_two_processes
+  workdir = str(tmp_path / "two")
+  run_flags = flags(tiny_corpus, "--config.train.checkpoint_every=1000", "--config.mesh.data=2",
+                    "--config.mesh.fsdp=4")
+  processes = start_two_processes(workdir, *run_flags)
+  wait_for_logged_steps(workdir, processes[0], 3)
+  processes[1].send_signal(signal.SIGTERM)  # one host's maintenance event
+  outputs = [p.communicate(timeout=300)[1] for p in processes]
+  for p, err in zip(processes, outputs):
+    assert p.returncode == 0, err[-3000:]
+  stops = [int(err.split("preempted: saved step ")[1].split()[0]) for err in outputs]
+  assert stops[0] == stops[1] < STEPS, outputs[0][-3000:]
+  assert ocp.CheckpointManager(os.path.join(workdir, "checkpoints")).latest_step() == stops[0]
+  resumed = run_two_processes(workdir, *run_flags)
+  assert all(f"resumed from step {stops[0]}" in err for err in resumed)
+  assert restore_saved_state(workdir)[0] == STEPS
