@@ -24,7 +24,7 @@ from jax.experimental import multihost_utils
 from alip_jax import accumulation, checkpointing, fileio, losses, mesh as mesh_lib, monitoring, optim
 from alip_jax.data import pipeline, records, synthetic
 from alip_jax.data.tokenizer import SOT_ID, EOT_ID, HFTokenizer, Tokenizer
-from alip_jax.evaluation import retrieval
+from alip_jax.evaluation import retrieval, tasks as eval_tasks
 from alip_jax.losses import alip
 from alip_jax.models import clip_weights, transformer, two_towers
 
@@ -340,12 +340,20 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
     metrics = retrieval.evaluate(lambda x: encode_image(params, x),
                                  lambda t: encode_text(params, t), eval_set,
                                  config.eval.batch_size, batch_sharding)
+    if config.eval.get("zeroshot") or config.eval.get("linear_probe"):
+      metrics.update(eval_tasks.run_configured(
+          lambda x, n: retrieval.embed_in_batches(
+              lambda b: encode_image(params, b), x, n, batch_sharding),
+          lambda t, n: retrieval.embed_in_batches(
+              lambda b: encode_text(params, b), tokenizer.encode_batch(t), n, batch_sharding),
+          config.eval, config.data.image_size))
     eval_log[str(step)] = metrics
     monitor.write_eval(step, metrics)
     if is_main:
       fileio.write_json(eval_path, eval_log)
     log.info("eval step %d: %s", step, " ".join(
-        f"{k}={v:.4f}" for k, v in metrics.items() if "R@" in k))
+        f"{k}={v:.4f}" for k, v in metrics.items()
+        if "R@" in k or k.endswith(("/top1", "/accuracy"))))
     return metrics
 
   # ---- The loop.

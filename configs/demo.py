@@ -104,6 +104,14 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 256    # a multiple of data × fsdp (any power of 2 up to 256 devices)
+  # Also at every evaluation (and the defaults of `python -m alip_jax.evaluate`):
+  # TFDS sets prepared in ArrayRecord format in tfds_data_dir (see docs/RESULTS.md).
+  c.eval.zeroshot = ""       # "cifar10:test,cifar100:test": zero-shot top-1/top-5/mean per class
+  c.eval.linear_probe = ""   # "cifar10:train:test": logistic regression on frozen features
+  c.eval.tfds_data_dir = ""  # '' = TFDS's default (~/tensorflow_datasets)
+  c.eval.classnames = ""     # class-name file; '' = configs/zeroshot/<name>_classes.txt or TFDS's
+  c.eval.templates = ""      # prompt templates; '' = configs/zeroshot/templates.txt
+  c.eval.max_items = 0       # > 0: only the first N images of each TFDS split
 
   # Mesh axis sizes; -1 = all remaining devices. The batch is split over
   # 'data' × 'fsdp'; 'fsdp' also shards parameters and optimiser state;

@@ -1,0 +1,128 @@
+"""Evaluate a checkpoint: retrieval, zero-shot classification, linear probe.
+
+  python -m alip_jax.evaluate --workdir runs/demo/alip \
+      --tasks retrieval,zeroshot,linear_probe \
+      --zeroshot cifar10:test --linear_probe cifar10:train:test \
+      --tfds_data_dir ~/tensorflow_datasets
+
+--workdir: a training workdir (newest checkpoint, or --step N); or
+--checkpoint: anything `alip_jax.load` reads (a checkpoint step directory, an
+HF CLIP directory, an OpenAI state dict), with --out for the results.
+Writes `<out>/<step>.json` (default out: <workdir>/eval) and the same as a
+markdown table in `<out>/<step>.md`, and prints the table. Embeddings run on
+all devices (data parallel); every item is evaluated exactly once.
+Defaults for the datasets come from the workdir's config (config.eval).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from absl import app, flags
+import jax
+import ml_collections
+
+from alip_jax import fileio, mesh as mesh_lib
+from alip_jax.evaluation import tasks
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (local or gs://).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Or: a path alip_jax.load reads.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
+_TASKS = flags.DEFINE_list("tasks", ["retrieval"], "retrieval, zeroshot, linear_probe.")
+_RETRIEVAL_DATA = flags.DEFINE_string(
+    "retrieval_data", None, "ArrayRecord directory with the retrieval split "
+    "(default: the workdir config's data directory).")
+_RETRIEVAL_SPLIT = flags.DEFINE_string("retrieval_split", None, "Default: config.data.eval_split.")
+_ZEROSHOT = flags.DEFINE_list("zeroshot", None, "TFDS NAME:SPLIT, e.g. cifar10:test.")
+_LINEAR_PROBE = flags.DEFINE_list("linear_probe", None, "TFDS NAME:TRAIN:TEST.")
+_TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "Where the TFDS sets are prepared.")
+_CLASSNAMES = flags.DEFINE_string("classnames", None, "Class-name file (one per line).")
+_TEMPLATES = flags.DEFINE_string("templates", None, "Prompt template file (default: "
+                                 "configs/zeroshot/templates.txt).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Images (or texts) per forward pass.")
+_MAX_ITEMS = flags.DEFINE_integer("max_items", 0, "Evaluate only the first N images (0 = all).")
+_OUT = flags.DEFINE_string("out", None, "Results directory (default: <workdir>/eval).")
+
+
+def evaluate(model, tasks_to_run, eval_config, data_dir: str | None, data_split: str) -> dict:
+  """{task: metrics} for `model` (an alip_jax.LoadedModel)."""
+  results = {}
+  for task in tasks_to_run:
+    start = time.time()
+    if task == "retrieval":
+      if not data_dir:
+        raise ValueError("retrieval needs --retrieval_data (an ArrayRecord directory)")
+      results["retrieval"] = tasks.run_retrieval(
+          model.encode_image, model.encode_text, model.tokenizer, model.image_size, data_dir,
+          data_split, eval_config.batch_size)
+    elif task in ("zeroshot", "linear_probe"):
+      specs = [s for s in eval_config.get(task, "").split(",") if s]
+      if not specs:
+        raise ValueError(f"--tasks {task} needs --{task} (e.g. "
+                         f"{'cifar10:test' if task == 'zeroshot' else 'cifar10:train:test'})")
+      for spec in specs:
+        if task == "zeroshot":
+          results[f"zeroshot/{spec}"] = tasks.run_zeroshot(
+              model.encode_image, model.encode_text, spec, model.image_size,
+              eval_config.batch_size, eval_config.tfds_data_dir, eval_config.classnames,
+              eval_config.templates, eval_config.max_items)
+        else:
+          results[f"linear_probe/{spec}"] = tasks.run_linear_probe(
+              model.encode_image, spec, model.image_size, eval_config.batch_size,
+              eval_config.tfds_data_dir, max_items=eval_config.max_items)
+    else:
+      raise ValueError(f"unknown task {task!r}: use retrieval, zeroshot, linear_probe")
+    print(f"{task}: {time.time() - start:.1f} s", flush=True)
+  return results
+
+
+def main(argv):
+  del argv
+  import alip_jax
+  if bool(_WORKDIR.value) == bool(_CHECKPOINT.value):
+    raise app.UsageError("give one of --workdir and --checkpoint")
+  path = _WORKDIR.value or _CHECKPOINT.value
+  mesh = mesh_lib.make_mesh(dict(data=-1))
+  model = alip_jax.load(path, step=_STEP.value, mesh=mesh)
+
+  # Defaults from the training config (workdirs), overridden by flags.
+  config = None
+  config_path = fileio.join(_WORKDIR.value or "", "config.json")
+  if _WORKDIR.value and fileio.exists(config_path):
+    config = ml_collections.ConfigDict(fileio.read_json(config_path))
+  eval_config = ml_collections.ConfigDict(dict(
+      batch_size=_BATCH_SIZE.value, zeroshot="", linear_probe="", tfds_data_dir="",
+      classnames="", templates="", max_items=_MAX_ITEMS.value))
+  if config is not None:
+    for key in ("zeroshot", "linear_probe", "tfds_data_dir", "classnames", "templates"):
+      eval_config[key] = config.eval.get(key, "")
+  for key, flag in (("zeroshot", _ZEROSHOT), ("linear_probe", _LINEAR_PROBE),
+                    ("tfds_data_dir", _TFDS_DATA_DIR), ("classnames", _CLASSNAMES),
+                    ("templates", _TEMPLATES)):
+    if flag.value is not None:
+      eval_config[key] = ",".join(flag.value) if isinstance(flag.value, list) else flag.value
+  data_dir = _RETRIEVAL_DATA.value or (
+      (config.data.dir or os.path.join(_WORKDIR.value, "data")) if config is not None else None)
+  split = _RETRIEVAL_SPLIT.value or (config.data.eval_split if config is not None else "test")
+
+  results = evaluate(model, _TASKS.value, eval_config, data_dir, split)
+  step = model.step if model.step is not None else 0
+  results = {"step": step, "checkpoint": path, **results}
+  if jax.process_index() == 0:
+    out = _OUT.value or (fileio.join(_WORKDIR.value, "eval") if _WORKDIR.value else None)
+    table = tasks.markdown_table(results)
+    print(table)
+    if out:
+      fileio.makedirs(out)
+      fileio.write_json(fileio.join(out, f"{step}.json"), results)
+      fileio.write_text(fileio.join(out, f"{step}.md"),
+                        f"# Evaluation of {path} at step {step}\n\n{table}")
+      print(f"results in {fileio.join(out, f'{step}.json')}")
+    else:
+      print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+  app.run(main)

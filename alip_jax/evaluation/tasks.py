@@ -1,0 +1,121 @@
+"""The evaluation tasks on whole datasets, shared by `python -m
+alip_jax.evaluate` and the trainer's periodic evaluation.
+
+Each task takes host-side encoders (numpy in, L2-normalised numpy out, any
+batch size) and returns a flat dict of numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from alip_jax.data import records
+from alip_jax.evaluation import classification, retrieval, tfds_sources
+
+log = logging.getLogger(__name__)
+
+ZEROSHOT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "configs", "zeroshot")
+DEFAULT_TEMPLATES = os.path.join(ZEROSHOT_DIR, "templates.txt")
+
+
+def run_retrieval(encode_image, encode_text, tokenizer, image_size: int, data_dir: str,
+                  split: str, batch_size: int) -> dict:
+  """R@1/5/10 both ways on our ArrayRecord retrieval split (image + its
+  reference captions)."""
+  data = retrieval.load_retrieval_set(records.split_files(data_dir, split).files, tokenizer,
+                                      image_size)
+  image_emb = encode_image(data.images, batch_size)
+  text_emb = encode_text(data.texts, batch_size)
+  metrics = retrieval.retrieval_metrics(image_emb, text_emb, data.text_image, data.image_group)
+  metrics.update(num_images=len(data.images), num_texts=len(data.texts),
+                 skipped_records=data.skipped)
+  return metrics
+
+
+def classnames_for(source: tfds_sources.ClassificationSource, classnames_file: str = "") -> list[str]:
+  """The class names used in prompts: `classnames_file`, else
+  configs/zeroshot/<name>_classes.txt when we ship one, else TFDS's label names."""
+  shipped = os.path.join(ZEROSHOT_DIR, f"{source.name}_classes.txt")
+  path = classnames_file or (shipped if os.path.exists(shipped) else "")
+  names = tfds_sources.read_names(path) if path else source.classnames
+  if len(names) != len(source.classnames):
+    raise ValueError(f"{path}: {len(names)} class names, but {source.name} has "
+                     f"{len(source.classnames)} classes")
+  if tfds_sources.looks_like_ids(names):
+    raise ValueError(f"{source.name}'s labels are WordNet ids, not words: pass a class-name "
+                     f"file (one name per line, in label order) as classnames")
+  return names
+
+
+def run_zeroshot(encode_image, encode_text, spec: str, image_size: int, batch_size: int,
+                 tfds_data_dir: str = "", classnames_file: str = "",
+                 templates_file: str = "", max_items: int = 0) -> dict:
+  """Zero-shot top-1/top-5/mean per-class accuracy on a TFDS split."""
+  source = tfds_sources.open_source(*tfds_sources.parse_spec(spec), data_dir=tfds_data_dir)
+  names = classnames_for(source, classnames_file)
+  templates = tfds_sources.read_names(templates_file or DEFAULT_TEMPLATES)
+  class_emb = classification.class_embeddings(lambda t: encode_text(t, batch_size), names,
+                                              templates)
+  image_emb, labels = tfds_sources.embed(lambda x: encode_image(x, batch_size), source.source,
+                                         image_size, batch_size, max_items)
+  metrics = classification.zeroshot_metrics(image_emb, labels, class_emb)
+  metrics.update(num_classes=len(names), num_templates=len(templates))
+  return metrics
+
+
+def run_linear_probe(encode_image, spec: str, image_size: int, batch_size: int,
+                     tfds_data_dir: str = "", val_fraction: float = 0.2, max_items: int = 0,
+                     seed: int = 0) -> dict:
+  """`spec` = NAME:TRAIN_SPLIT:TEST_SPLIT. The validation split for the L2
+  sweep is a seeded `val_fraction` of the training features."""
+  name, train_split, test_split = (spec.split(":") + ["", ""])[:3]
+  if not (name and train_split and test_split):
+    raise ValueError(f"linear probe spec {spec!r}: expected NAME:TRAIN_SPLIT:TEST_SPLIT, "
+                     f"e.g. cifar10:train:test")
+  train = tfds_sources.open_source(name, train_split, data_dir=tfds_data_dir)
+  test = tfds_sources.open_source(name, test_split, data_dir=tfds_data_dir)
+  encode = lambda x: encode_image(x, batch_size)  # noqa: E731
+  train_x, train_y = tfds_sources.embed(encode, train.source, image_size, batch_size, max_items)
+  test_x, test_y = tfds_sources.embed(encode, test.source, image_size, batch_size, max_items)
+  order = np.random.default_rng(seed).permutation(len(train_x))
+  num_val = max(1, int(round(val_fraction * len(train_x))))
+  val, fit = order[:num_val], order[num_val:]
+  return classification.linear_probe(train_x[fit], train_y[fit], train_x[val], train_y[val],
+                                     test_x, test_y, len(train.classnames))
+
+
+def run_configured(encode_image, encode_text, eval_config, image_size: int) -> dict:
+  """The TFDS tasks that `eval_config` (config.eval) asks for, as flat
+  'zeroshot/<name>/<metric>' and 'linear_probe/<name>/<metric>' keys."""
+  out = {}
+  for spec in filter(None, eval_config.get("zeroshot", "").split(",")):
+    metrics = run_zeroshot(encode_image, encode_text, spec, image_size, eval_config.batch_size,
+                           eval_config.get("tfds_data_dir", ""),
+                           eval_config.get("classnames", ""), eval_config.get("templates", ""),
+                           eval_config.get("max_items", 0))
+    out.update({f"zeroshot/{spec.split(':')[0]}/{k}": v for k, v in metrics.items()})
+  for spec in filter(None, eval_config.get("linear_probe", "").split(",")):
+    metrics = run_linear_probe(encode_image, spec, image_size, eval_config.batch_size,
+                               eval_config.get("tfds_data_dir", ""),
+                               max_items=eval_config.get("max_items", 0))
+    out.update({f"linear_probe/{spec.split(':')[0]}/{k}": v for k, v in metrics.items()})
+  return out
+
+
+def markdown_table(results: dict) -> str:
+  """{task: {metric: value}} → a markdown table (accuracies and recalls in %)."""
+  lines = ["| task | metric | value |", "|---|---|---|"]
+  for task, metrics in results.items():
+    if not isinstance(metrics, dict):
+      continue
+    for metric, value in metrics.items():
+      percent = isinstance(value, float) and ("R@" in metric or "top" in metric or
+                                              "accuracy" in metric or "per_class" in metric)
+      shown = f"{100 * value:.2f} %" if percent else (f"{value:.3g}" if isinstance(value, float)
+                                                       else str(value))
+      lines.append(f"| {task} | {metric} | {shown} |")
+  return "\n".join(lines) + "\n"
