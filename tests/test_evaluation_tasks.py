@@ -146,3 +146,27 @@ def test_evaluate_errors_name_what_to_do(tfds_dir):
   with pytest.raises(ValueError, match="WordNet ids"):
     tasks.classnames_for(tfds_sources.ClassificationSource(
         "x", "test", source.source, ["n01440764", "n01443537", "n01484850"]))
+
+
+def test_embedded_corpus_as_a_tfds_set(tiny_corpus, tmp_path):
+  """alip_synthetic_colors: the corpus's val/test images, labelled by the
+  colour of the largest object, read back through a TFDS data source."""
+  import grain
+  from alip_jax.data import records, synthetic, tfds_synthetic
+  from alip_jax.evaluation import tfds_sources
+  tfds_synthetic.prepare(tiny_corpus, str(tmp_path))
+  test = tfds_sources.open_source(tfds_synthetic.NAME, "test", str(tmp_path))
+  train_split = tfds_sources.open_source(tfds_synthetic.NAME, "train", str(tmp_path))
+  assert (len(train_split), len(test)) == (50, 200)
+  assert test.classnames == list(synthetic.COLOR_NAMES)
+  corpus = grain.sources.ArrayRecordDataSource(records.split_files(tiny_corpus, "test").files)
+  want = {}
+  for i in range(len(corpus)):
+    record = records.decode(corpus[i])
+    want[record["key"]] = synthetic.COLOR_NAMES.index(record["meta"]["label_color"])
+  got = {}
+  for i in range(len(test)):
+    raw = test.source.source[i]
+    key = raw["key"].decode() if isinstance(raw["key"], bytes) else raw["key"]
+    got[key] = int(raw["label"])
+  assert got == want

@@ -54,10 +54,14 @@ def classnames_for(source: tfds_sources.ClassificationSource, classnames_file: s
 def run_zeroshot(encode_image, encode_text, spec: str, image_size: int, batch_size: int,
                  tfds_data_dir: str = "", classnames_file: str = "",
                  templates_file: str = "", max_items: int = 0) -> dict:
-  """Zero-shot top-1/top-5/mean per-class accuracy on a TFDS split."""
+  """Zero-shot top-1/top-5/mean per-class accuracy on a TFDS split. Prompts:
+  `templates_file`, else configs/zeroshot/<name>_templates.txt when we ship
+  one, else configs/zeroshot/templates.txt."""
   source = tfds_sources.open_source(*tfds_sources.parse_spec(spec), data_dir=tfds_data_dir)
   names = classnames_for(source, classnames_file)
-  templates = tfds_sources.read_names(templates_file or DEFAULT_TEMPLATES)
+  shipped = os.path.join(ZEROSHOT_DIR, f"{source.name}_templates.txt")
+  templates = tfds_sources.read_names(
+      templates_file or (shipped if os.path.exists(shipped) else DEFAULT_TEMPLATES))
   class_emb = classification.class_embeddings(lambda t: encode_text(t, batch_size), names,
                                               templates)
   image_emb, labels = tfds_sources.embed(lambda x: encode_image(x, batch_size), source.source,
