@@ -295,7 +295,9 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
       records.split_files(data_dir, config.data.train_split).files, tokenizer,
       config.data.image_size, local_batch, config.seed, bad_records,
       num_threads=config.data.num_threads, prefetch=config.data.prefetch,
-      num_views=losses.num_views(config.loss), color_jitter=config.data.color_jitter))
+      num_views=losses.num_views(config.loss), color_jitter=config.data.color_jitter,
+      skip_bad_shards=config.data.get("skip_bad_shards", False),
+      max_pixels=config.data.get("max_pixels", pipeline.MAX_PIXELS)))
   eval_set = retrieval.load_retrieval_set(
       records.split_files(data_dir, config.data.eval_split).files, tokenizer,
       config.data.image_size)

@@ -38,6 +38,8 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
   c.data.color_jitter = 0.0  # > 0: brightness/contrast/saturation jitter (UniCLIP views)
   c.data.num_threads = 2     # Grain read threads; worker processes: see docs
   c.data.prefetch = 64
+  c.data.skip_bad_shards = False  # True: leave out shards that do not open, skip unreadable records
+  c.data.max_pixels = 8192 * 8192  # decompression-bomb guard: larger images are skipped
 
   c.model = ml_collections.ConfigDict()
   # Towers: a name from alip_jax/models/zoo.py ('B/16', text 'B') or the sizes.

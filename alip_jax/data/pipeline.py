@@ -8,7 +8,10 @@
 
 A record is decoded and checked as one unit, so a bad record is skipped as a
 whole: its image can never be paired with another sample's texts. Every
-batch carries the sample keys, which tests use to check alignment.
+batch carries the sample keys, which tests use to check alignment. The rules
+for images and texts from the web (`load_image`, `clean_text`) are listed in
+docs/DATA.md; shards are opened one by one (records.ShardedSource) so that a
+truncated or corrupt shard is named.
 
 Images leave the pipeline as uint8 [H, W, 3]; CLIP mean/std normalisation
 runs on the device (see models.two_towers.normalize_images), which cuts the
@@ -18,6 +21,7 @@ host→device traffic 4× compared with float32.
 from __future__ import annotations
 
 import collections
+import html
 import io
 import logging
 import math
@@ -26,7 +30,7 @@ import threading
 import grain
 import jax
 import numpy as np
-from PIL import Image, ImageEnhance
+from PIL import Image, ImageEnhance, ImageOps
 
 from alip_jax.data import records
 from alip_jax.data.tokenizer import Tokenizer
@@ -35,6 +39,9 @@ from alip_jax.data.tokenizer import Tokenizer
 RRC_AREA = (0.7, 1.0)
 RRC_ASPECT = (0.8, 1.25)
 FLIP_PROB = 0.5
+# Decompression-bomb guard: larger images are skipped before decoding.
+MAX_PIXELS = 8192 * 8192
+EXIF_ORIENTATION = 0x0112
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +81,49 @@ def _bad(key, reason, detail=""):
   return {"key": str(key), "error": reason, "detail": detail}
 
 
-def decode_record(data: bytes) -> dict:
+def clean_text(text: str) -> str:
+  """HTML entities decoded (`&amp;` → `&`, `&#39;` → `'`), control and other
+  non-printing characters turned into spaces, runs of whitespace collapsed,
+  ends stripped. (Texts longer than the context are cut by the tokenizer,
+  which keeps the EOT token.)"""
+  text = html.unescape(text)
+  return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+
+
+class ImageTooLarge(ValueError):
+  pass
+
+
+def load_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+  """Encoded image bytes → RGB, for what the web serves: JPEG (baseline or
+  progressive, CMYK, grayscale), PNG (palette, alpha, 16-bit), WebP, GIF (first
+  frame). EXIF orientation is applied; transparency is composited onto white;
+  16-bit samples are scaled to 8 bits. Raises ImageTooLarge for images over
+  `max_pixels` (checked from the header, before decoding) and PIL's errors
+  for anything undecodable or truncated."""
+  image = Image.open(io.BytesIO(data))
+  if image.width * image.height > max_pixels:
+    raise ImageTooLarge(f"{image.width}x{image.height} exceeds max_pixels={max_pixels}")
+  if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
+    image = ImageOps.exif_transpose(image)
+  if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit / 32-bit grayscale
+    values = np.asarray(image, np.float32)
+    scale = 257.0 if image.mode != "F" or values.max() > 255 else 1.0
+    image = Image.fromarray(np.clip(values / scale, 0, 255).astype(np.uint8), "L")
+  if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+    rgba = image.convert("RGBA")
+    image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+  image = image.convert("RGB")
+  image.load()  # forces the full decode: catches truncation here
+  return image
+
+
+def decode_record(data: bytes, max_pixels: int = MAX_PIXELS) -> dict:
   """bytes → {"key", "image": PIL RGB, "raw_text", "caption", "captions", "meta"}
   with texts decoded and checked, or an error dict {"key", "error", "detail"}.
   `captions` (list of bytes/str) and `meta` (dict) are passed through as stored."""
+  if data == records.UNREADABLE:
+    return _bad("<unreadable>", "unreadable_record", "not readable from its shard (logged)")
   try:
     rec = records.decode(data)
   except Exception as e:  # pylint: disable=broad-except
@@ -96,12 +142,16 @@ def decode_record(data: bytes) -> dict:
         value = value.decode("utf-8")
       except UnicodeDecodeError as e:
         return _bad(key, f"non_utf8_{field}", str(e))
-    if not isinstance(value, str) or not value.strip():
+    value = clean_text(value) if isinstance(value, str) else ""
+    if not value:
       return _bad(key, f"empty_{field}")
-    texts[field] = value.strip()
+    texts[field] = value
+  if not isinstance(rec["image"], bytes):
+    return _bad(key, "corrupt_image", f"image field is {type(rec['image']).__name__}, not bytes")
   try:
-    image = Image.open(io.BytesIO(rec["image"]))
-    image = image.convert("RGB")  # forces the full decode; catches truncation
+    image = load_image(rec["image"], max_pixels)
+  except (ImageTooLarge, Image.DecompressionBombError) as e:
+    return _bad(key, "image_too_large", str(e))
   except Exception as e:  # pylint: disable=broad-except
     return _bad(key, "corrupt_image", repr(e)[:200])
   return {"key": str(key), "image": image, **texts,
@@ -174,16 +224,17 @@ class TrainTransform(grain.transforms.RandomMap):
   augmentation vector (see `train_image`)."""
 
   def __init__(self, tokenizer: Tokenizer, image_size: int, num_views: int = 1,
-               color_jitter: float = 0.0):
+               color_jitter: float = 0.0, max_pixels: int = MAX_PIXELS):
     if num_views not in (1, 2):
       raise ValueError(f"num_views must be 1 or 2, got {num_views}")
+    self.max_pixels = max_pixels
     self.tokenizer = tokenizer
     self.image_size = image_size
     self.num_views = num_views
     self.color_jitter = color_jitter
 
   def random_map(self, data: bytes, rng: np.random.Generator):
-    rec = decode_record(data)
+    rec = decode_record(data, self.max_pixels)
     if "error" in rec:
       return rec
     views = [train_image(rec["image"], self.image_size, rng, self.color_jitter)
@@ -201,17 +252,18 @@ def train_dataset(files: list[str], tokenizer: Tokenizer, image_size: int,
                   local_batch: int, seed: int, counter: BadRecordCounter,
                   process_index: int | None = None, process_count: int | None = None,
                   num_threads: int = 2, prefetch: int = 64, num_views: int = 1,
-                  color_jitter: float = 0.0) -> grain.IterDataset:
+                  color_jitter: float = 0.0, skip_bad_shards: bool = False,
+                  max_pixels: int = MAX_PIXELS) -> grain.IterDataset:
   """The infinite, shuffled training stream of this process's batches."""
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
-  source = grain.sources.ArrayRecordDataSource(files)
+  source = records.ShardedSource(files, skip_bad_shards)
   if len(source) < process_count:
     raise ValueError(f"{len(source)} training records cannot feed {process_count} processes")
   ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
   # Augmentation randomness is drawn from the record's place in the global
   # stream (before the per-process slice): the same for any process count.
-  ds = ds.random_map(TrainTransform(tokenizer, image_size, num_views, color_jitter))
+  ds = ds.random_map(TrainTransform(tokenizer, image_size, num_views, color_jitter, max_pixels))
   ds = ds[process_index::process_count]
   ds = ds.filter(counter)
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,

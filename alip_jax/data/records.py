@@ -16,13 +16,18 @@ crashing the reader.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import glob
 import json
+import logging
 import os
 from typing import Any
 
+import grain
 import msgpack
+
+log = logging.getLogger(__name__)
 
 REQUIRED_FIELDS = ("key", "image", "raw_text", "caption")
 
@@ -70,3 +75,66 @@ def split_files(data_dir: str, split: str) -> Split:
     with open(counts_path) as f:
       num = json.load(f)["splits"].get(split, -1)
   return Split(split, files, num)
+
+
+class CorruptShardError(RuntimeError):
+  """An ArrayRecord shard that cannot be opened or a record that cannot be read."""
+
+
+# What ShardedSource returns for a record it could not read (skip mode): the
+# pipeline's decode step counts it as `unreadable_record` and skips it.
+UNREADABLE = b"\x00alip_jax:unreadable"
+
+
+class ShardedSource:
+  """Random access over ArrayRecord shards, opened one by one so that a bad
+  shard or record is named.
+
+  A shard that does not open (truncated: no footer) raises
+  CorruptShardError naming it, or with `skip_bad_shards` is left out with a
+  warning. A record that does not read (corrupt bytes inside a shard) raises
+  CorruptShardError naming the file and the record index, or with
+  `skip_bad_shards` comes back as UNREADABLE, to be counted and skipped.
+  Either way no epoch is silently shorter than the shards say.
+  """
+
+  def __init__(self, files: list[str], skip_bad_shards: bool = False):
+    self.files, self.sources, self.skipped_shards = [], [], []
+    self.skip_bad_shards = skip_bad_shards
+    for path in files:
+      try:
+        source = grain.sources.ArrayRecordDataSource([path])
+      except Exception as e:  # Riegeli: "Corrupted Riegeli/records file: …"
+        if not skip_bad_shards:
+          raise CorruptShardError(
+              f"{path}: not a readable ArrayRecord shard, probably truncated ({e}). Copy or "
+              f"rebuild it, or set data.skip_bad_shards=True to go on without it.") from e
+        log.warning("skipping shard %s: cannot be opened (%s)", path, e)
+        self.skipped_shards.append(path)
+        continue
+      self.files.append(path)
+      self.sources.append(source)
+    if not self.sources:
+      raise CorruptShardError(f"none of the {len(files)} shards could be opened: {files}")
+    self.starts = [0]
+    for source in self.sources:
+      self.starts.append(self.starts[-1] + len(source))
+
+  def __len__(self) -> int:
+    return self.starts[-1]
+
+  def __getitem__(self, index: int) -> bytes:
+    shard = bisect.bisect_right(self.starts, index) - 1
+    local = index - self.starts[shard]
+    try:
+      return self.sources[shard][local]
+    except Exception as e:
+      message = f"{self.files[shard]}: record {local} cannot be read ({e})"
+      if not self.skip_bad_shards:
+        raise CorruptShardError(f"{message}. Rebuild the shard, or set "
+                                f"data.skip_bad_shards=True to skip such records.") from e
+      log.warning("skipping %s", message)
+      return UNREADABLE
+
+  def __repr__(self):
+    return f"ShardedSource({len(self.files)} shards, {len(self)} records)"

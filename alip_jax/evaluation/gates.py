@@ -8,10 +8,9 @@ well the weight ranks matched raw texts above mismatched ones (ROC AUC).
 
 from __future__ import annotations
 
-import grain
 import numpy as np
 
-from alip_jax.data import pipeline
+from alip_jax.data import pipeline, records
 from alip_jax.evaluation.retrieval import embed_in_batches
 
 
@@ -35,7 +34,7 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
 def lcg_weights(encode_text, files, tokenizer, h_tc: float, gamma_sample: float,
                 batch_size: int, sharding, max_items: int = 4000):
   """W^s = min(1, exp(γ_s·(t·c − H_tc))) per record, with its noise kind."""
-  source = grain.sources.ArrayRecordDataSource(files)
+  source = records.ShardedSource(files)
   raw, caption, kinds = [], [], []
   for index in range(min(max_items, len(source))):
     rec = pipeline.decode_record(source[index])

@@ -16,12 +16,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-import grain
 import jax
 import numpy as np
 
 from alip_jax import mesh as mesh_lib
-from alip_jax.data import pipeline
+from alip_jax.data import pipeline, records
 from alip_jax.data.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -39,16 +38,16 @@ class RetrievalSet:
 
 def load_retrieval_set(files: list[str], tokenizer: Tokenizer, image_size: int,
                        max_items: int | None = None) -> RetrievalSet:
-  source = grain.sources.ArrayRecordDataSource(files)
+  source = records.ShardedSource(files)
   counter = pipeline.BadRecordCounter()
   images, texts, text_image, groups, keys = [], [], [], [], []
   for index in range(len(source) if max_items is None else min(max_items, len(source))):
     rec = pipeline.decode_record(source[index])
     if not counter(rec):
       continue
-    refs = [c.decode("utf-8", errors="replace") if isinstance(c, bytes) else c
-            for c in rec["captions"] or [rec["caption"]]]
-    refs = [c for c in refs if c.strip()]
+    refs = [pipeline.clean_text(c.decode("utf-8", errors="replace") if isinstance(c, bytes)
+                                else c) for c in rec["captions"] or [rec["caption"]]]
+    refs = [c for c in refs if c]
     if not refs:
       counter({"key": rec["key"], "error": "no_reference_caption"})
       continue
