@@ -11,7 +11,7 @@ import pytest
 from array_record.python.array_record_module import ArrayRecordWriter
 from PIL import Image
 
-from alip_jax.data import pipeline, records
+from alip_jax.data import pipeline, records, web
 from test_data import spell
 
 
@@ -28,7 +28,7 @@ def web_images():
   """name → (bytes, expected size (w, h), expected mean RGB)."""
   rgb = Image.new("RGB", (40, 20), RED)
   exif = Image.Exif()
-  exif[pipeline.EXIF_ORIENTATION] = 6  # "rotate 90° clockwise to display"
+  exif[web.EXIF_ORIENTATION] = 6  # "rotate 90° clockwise to display"
   transparent = Image.new("RGBA", (16, 16), (0, 0, 255, 0))  # invisible blue
   palette = Image.new("P", (16, 16), 0)
   palette.putpalette([0, 0, 0] * 256)
@@ -52,7 +52,7 @@ def web_images():
 @pytest.mark.parametrize("name", sorted(web_images()))
 def test_web_image_formats_decode_to_rgb(name):
   data, size, mean = web_images()[name]
-  image = pipeline.load_image(data)
+  image = web.load_image(data)
   assert image.mode == "RGB" and image.size == size
   np.testing.assert_allclose(np.asarray(image).reshape(-1, 3).mean(0), mean, atol=8)
 
@@ -74,7 +74,7 @@ def test_undecodable_and_oversized_images_are_skipped_with_their_key():
     ("&nbsp;&nbsp;", ""),  # only whitespace once decoded → the record is skipped
 ])
 def test_text_rules(text, want):
-  assert pipeline.clean_text(text) == want
+  assert web.clean_text(text) == want
 
 
 def test_whitespace_only_after_cleaning_is_an_empty_text():

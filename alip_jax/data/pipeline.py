@@ -9,8 +9,7 @@
 A record is decoded and checked as one unit, so a bad record is skipped as a
 whole: its image can never be paired with another sample's texts. Every
 batch carries the sample keys, which tests use to check alignment. The rules
-for images and texts from the web (`load_image`, `clean_text`) are listed in
-docs/DATA.md; shards are opened one by one (records.ShardedSource) so that a
+for images and texts from the web (data/web.py) are listed in docs/DATA.md; shards are opened one by one (records.ShardedSource) so that a
 truncated or corrupt shard is named.
 
 Images leave the pipeline as uint8 [H, W, 3]; CLIP mean/std normalisation
@@ -21,8 +20,6 @@ host→device traffic 4× compared with float32.
 from __future__ import annotations
 
 import collections
-import html
-import io
 import logging
 import math
 import threading
@@ -30,18 +27,16 @@ import threading
 import grain
 import jax
 import numpy as np
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image, ImageEnhance
 
 from alip_jax.data import records
+from alip_jax.data.web import MAX_PIXELS, ImageTooLarge, clean_text, load_image
 from alip_jax.data.tokenizer import Tokenizer
 
 # ALIP's random-resized crop (official DALI pipeline) and flip probability.
 RRC_AREA = (0.7, 1.0)
 RRC_ASPECT = (0.8, 1.25)
 FLIP_PROB = 0.5
-# Decompression-bomb guard: larger images are skipped before decoding.
-MAX_PIXELS = 8192 * 8192
-EXIF_ORIENTATION = 0x0112
 
 log = logging.getLogger(__name__)
 
@@ -79,43 +74,6 @@ class BadRecordCounter:
 
 def _bad(key, reason, detail=""):
   return {"key": str(key), "error": reason, "detail": detail}
-
-
-def clean_text(text: str) -> str:
-  """HTML entities decoded (`&amp;` → `&`, `&#39;` → `'`), control and other
-  non-printing characters turned into spaces, runs of whitespace collapsed,
-  ends stripped. (Texts longer than the context are cut by the tokenizer,
-  which keeps the EOT token.)"""
-  text = html.unescape(text)
-  return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
-
-
-class ImageTooLarge(ValueError):
-  pass
-
-
-def load_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
-  """Encoded image bytes → RGB, for what the web serves: JPEG (baseline or
-  progressive, CMYK, grayscale), PNG (palette, alpha, 16-bit), WebP, GIF (first
-  frame). EXIF orientation is applied; transparency is composited onto white;
-  16-bit samples are scaled to 8 bits. Raises ImageTooLarge for images over
-  `max_pixels` (checked from the header, before decoding) and PIL's errors
-  for anything undecodable or truncated."""
-  image = Image.open(io.BytesIO(data))
-  if image.width * image.height > max_pixels:
-    raise ImageTooLarge(f"{image.width}x{image.height} exceeds max_pixels={max_pixels}")
-  if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
-    image = ImageOps.exif_transpose(image)
-  if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit / 32-bit grayscale
-    values = np.asarray(image, np.float32)
-    scale = 257.0 if image.mode != "F" or values.max() > 255 else 1.0
-    image = Image.fromarray(np.clip(values / scale, 0, 255).astype(np.uint8), "L")
-  if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-    rgba = image.convert("RGBA")
-    image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-  image = image.convert("RGB")
-  image.load()  # forces the full decode: catches truncation here
-  return image
 
 
 def decode_record(data: bytes, max_pixels: int = MAX_PIXELS) -> dict:

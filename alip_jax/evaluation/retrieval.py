@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from alip_jax import mesh as mesh_lib
-from alip_jax.data import pipeline, records
+from alip_jax.data import pipeline, records, web
 from alip_jax.data.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def load_retrieval_set(files: list[str], tokenizer: Tokenizer, image_size: int,
     rec = pipeline.decode_record(source[index])
     if not counter(rec):
       continue
-    refs = [pipeline.clean_text(c.decode("utf-8", errors="replace") if isinstance(c, bytes)
+    refs = [web.clean_text(c.decode("utf-8", errors="replace") if isinstance(c, bytes)
                                 else c) for c in rec["captions"] or [rec["caption"]]]
     refs = [c for c in refs if c]
     if not refs:

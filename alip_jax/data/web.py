@@ -1,0 +1,68 @@
+"""Images and texts as the web serves them: the rules that turn them into
+RGB pixels and clean strings, shared by the training pipeline and the data
+builder (see docs/DATA.md). No JAX here: builder workers import it.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# Decompression-bomb guard: larger images are skipped before decoding.
+MAX_PIXELS = 8192 * 8192
+EXIF_ORIENTATION = 0x0112
+
+
+def clean_text(text: str) -> str:
+  """HTML entities decoded (`&amp;` → `&`, `&#39;` → `'`), control and other
+  non-printing characters turned into spaces, runs of whitespace collapsed,
+  ends stripped. (Texts longer than the context are cut by the tokenizer,
+  which keeps the EOT token.)"""
+  text = html.unescape(text)
+  return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+
+
+class ImageTooLarge(ValueError):
+  pass
+
+
+def load_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+  """Encoded image bytes → RGB, for what the web serves: JPEG (baseline or
+  progressive, CMYK, grayscale), PNG (palette, alpha, 16-bit), WebP, GIF (first
+  frame). EXIF orientation is applied; transparency is composited onto white;
+  16-bit samples are scaled to 8 bits. Raises ImageTooLarge for images over
+  `max_pixels` (checked from the header, before decoding) and PIL's errors
+  for anything undecodable or truncated."""
+  image = Image.open(io.BytesIO(data))
+  if image.width * image.height > max_pixels:
+    raise ImageTooLarge(f"{image.width}x{image.height} exceeds max_pixels={max_pixels}")
+  if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
+    image = ImageOps.exif_transpose(image)
+  if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit / 32-bit grayscale
+    values = np.asarray(image, np.float32)
+    scale = 257.0 if image.mode != "F" or values.max() > 255 else 1.0
+    image = Image.fromarray(np.clip(values / scale, 0, 255).astype(np.uint8), "L")
+  if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+    rgba = image.convert("RGBA")
+    image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+  image = image.convert("RGB")
+  image.load()  # forces the full decode: catches truncation here
+  return image
+
+
+def resize_shorter(image: Image.Image, size: int) -> Image.Image:
+  """Scales so the shorter side is `size` (bicubic); smaller images are kept."""
+  scale = size / min(image.width, image.height)
+  if scale >= 1:
+    return image
+  return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                      Image.Resampling.BICUBIC)
+
+
+def encode_jpeg(image: Image.Image, quality: int = 90) -> bytes:
+  buffer = io.BytesIO()
+  image.save(buffer, format="JPEG", quality=quality)
+  return buffer.getvalue()
