@@ -1,0 +1,423 @@
+"""Build ArrayRecord triplet shards from the data people have.
+
+  python -m alip_jax.data.build --input 'laion/{00000..00099}.tar' \
+      --captions captions.jsonl --out data/laion --num_shards 64 --workers 8 \
+      --resize 256
+
+Inputs (`--input`, globs; braces expand): webdataset tars as img2dataset
+writes them (KEY.jpg|png|webp…, KEY.txt, KEY.json), and tables — Parquet,
+CSV, TSV, JSONL — with a key column, a text column and an image column that
+holds encoded bytes (or a {"bytes": …} struct, as HF datasets write) or a
+path (relative to the table). Synthetic captions come from `--captions`
+(JSONL or Parquet with `key` and `caption`: a string or a list), matched by
+key; or from `--captioner DIR` (alip_jax/data/caption.py), run beforehand.
+
+Output in `--out`: `{split}-0000j-of-0000N.array_record` in the schema of
+records.py, `stats.json` (records written, skipped by reason, shard sizes),
+`counts.json` (what the trainer reads) and `tokenizer.model` (SentencePiece,
+trained on a sample of the texts, unless `--tokenizer` gives one). Input
+files are dealt round-robin to the N output shards; each output shard is one
+job, written to a temporary name and renamed when complete with its stats
+beside it, so re-running skips finished shards. Rules: docs/DATA.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import concurrent.futures
+import csv
+import dataclasses
+import glob
+import itertools
+import json
+import logging
+import multiprocessing
+import os
+import re
+import shutil
+import sys
+import tarfile
+import time
+import zlib
+
+import numpy as np
+from array_record.python.array_record_module import ArrayRecordWriter
+
+from alip_jax.data import records, web
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
+TABLE_EXTENSIONS = (".parquet", ".csv", ".tsv", ".jsonl", ".json")
+
+
+@dataclasses.dataclass
+class BuildOptions:
+  out: str
+  split: str = "train"
+  num_shards: int = 1
+  image_column: str = "image"
+  text_column: str = "text"
+  key_column: str = "key"
+  resize: int = 0                 # > 0: shorter side to this many pixels, re-encoded as JPEG
+  jpeg_quality: int = 90
+  missing_caption: str = "drop"   # or 'raw': the raw text stands in, meta.caption_from_raw
+  caption_choice: str = "first"   # or 'random' (seeded by key) when a key has several
+  references: bool = False        # also store all of a key's captions as `captions`
+                                  # (retrieval references: a Flickr30k/COCO-style eval split)
+  max_pixels: int = web.MAX_PIXELS
+  seed: int = 0
+
+
+# ---- Reading inputs: every reader yields (key, image bytes or None, text or None, meta).
+
+def expand(patterns: list[str]) -> list[str]:
+  """Globs, with shell-style {a..b} / {x,y} braces, sorted, duplicates removed."""
+  files = []
+  for pattern in patterns:
+    for expanded in _braces(pattern):
+      matches = sorted(glob.glob(expanded))
+      if not matches and not glob.has_magic(expanded):
+        raise FileNotFoundError(f"input {expanded} does not exist")
+      files.extend(matches)
+  return list(dict.fromkeys(files))
+
+
+def _braces(pattern: str) -> list[str]:
+  match = re.search(r"\{([^{}]*)\}", pattern)
+  if not match:
+    return [pattern]
+  body = match.group(1)
+  numeric = re.fullmatch(r"(\d+)\.\.(\d+)", body)
+  if numeric:
+    width = len(numeric.group(1))
+    options = [str(i).zfill(width) for i in range(int(numeric.group(1)), int(numeric.group(2)) + 1)]
+  else:
+    options = body.split(",")
+  head, tail = pattern[:match.start()], pattern[match.end():]
+  return [p for option in options for p in _braces(head + option + tail)]
+
+
+def _tar_groups(path: str):
+  """(key, {extension: bytes}) for consecutive members sharing a key (the
+  name up to its first dot), streamed: webdataset keeps a sample's files
+  together."""
+  key, parts = None, {}
+  with tarfile.open(path) as archive:
+    for member in archive:
+      if not member.isfile():
+        continue
+      name = os.path.basename(member.name)
+      member_key, _, extension = name.partition(".")
+      member_key = os.path.join(os.path.dirname(member.name), member_key)
+      if member_key != key and parts:
+        yield key, parts
+        parts = {}
+      key = member_key
+      parts[extension.lower()] = archive.extractfile(member).read()
+  if parts:
+    yield key, parts
+
+
+def read_tar(path: str):
+  """webdataset / img2dataset tar: KEY.jpg (or png, webp…), KEY.txt the
+  text, KEY.json metadata (its "caption" when there is no .txt)."""
+  for key, parts in _tar_groups(path):
+    image = next((parts[e] for e in IMAGE_EXTENSIONS if e in parts), None)
+    text = parts.get("txt")
+    meta = {}
+    if "json" in parts:
+      try:
+        meta = json.loads(parts["json"])
+      except ValueError:
+        meta = {}
+    if text is None and isinstance(meta.get("caption"), str):
+      text = meta["caption"].encode("utf-8")
+    source_meta = {k: meta[k] for k in ("url", "width", "height") if k in meta}
+    yield os.path.basename(key), image, text, source_meta
+
+
+def read_table_rows(path: str):
+  """Rows of a Parquet / CSV / TSV / JSONL file as dicts."""
+  if path.endswith(".parquet"):
+    import pyarrow.parquet as pq
+    table = pq.ParquetFile(path)
+    for batch in table.iter_batches(batch_size=1024):
+      yield from batch.to_pylist()
+  elif path.endswith((".csv", ".tsv")):
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+      yield from csv.DictReader(f, delimiter="\t" if path.endswith(".tsv") else ",")
+  else:
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+      for line_number, line in enumerate(f, 1):
+        if line.strip():
+          try:
+            yield json.loads(line)
+          except ValueError as e:
+            yield {"__error__": f"line {line_number}: {e}"}
+
+
+def read_table(path: str, options: BuildOptions):
+  stem = os.path.splitext(os.path.basename(path))[0]
+  for index, row in enumerate(read_table_rows(path)):
+    key = str(row.get(options.key_column) or f"{stem}-{index:08d}")
+    if "__error__" in row:
+      yield key, None, None, {"__error__": row["__error__"]}
+      continue
+    image = row.get(options.image_column)
+    if isinstance(image, dict):  # HF datasets: {"bytes": …, "path": …}
+      image = image.get("bytes") or image.get("path")
+    if isinstance(image, str) and image:
+      image_path = image if os.path.isabs(image) else os.path.join(os.path.dirname(path), image)
+      try:
+        with open(image_path, "rb") as f:
+          image = f.read()
+      except OSError:
+        yield key, None, row.get(options.text_column), {"__missing_file__": image_path}
+        continue
+    text = row.get(options.text_column)
+    yield key, image if isinstance(image, bytes) and image else None, text, {}
+
+
+def read_input(path: str, options: BuildOptions):
+  if path.endswith(".tar"):
+    return read_tar(path)
+  if path.endswith(TABLE_EXTENSIONS):
+    return read_table(path, options)
+  raise ValueError(f"{path}: unknown input kind (expected .tar, or a table: "
+                   f"{', '.join(TABLE_EXTENSIONS)})")
+
+
+def read_captions(paths: list[str]) -> dict[str, list[str]]:
+  """key → its synthetic captions (JSONL or Parquet with `key`, `caption`)."""
+  captions = collections.defaultdict(list)
+  for path in paths:
+    for row in read_table_rows(path):
+      if "__error__" in row or "key" not in row:
+        raise ValueError(f"{path}: caption rows need 'key' and 'caption' ({row})")
+      value = row.get("caption")
+      captions[str(row["key"])].extend(value if isinstance(value, list) else [value])
+  return dict(captions)
+
+
+# ---- One output shard.
+
+def _text(value, counts, reason_prefix) -> str | None:
+  if isinstance(value, bytes):
+    try:
+      value = value.decode("utf-8")
+    except UnicodeDecodeError:
+      counts[f"non_utf8_{reason_prefix}"] += 1
+      return None
+  if isinstance(value, str) and any("\udc80" <= ch <= "\udcff" for ch in value):
+    # CSV/JSONL bytes that were not UTF-8 (read with errors="surrogateescape")
+    counts[f"non_utf8_{reason_prefix}"] += 1
+    return None
+  if not isinstance(value, str) or not web.clean_text(value):
+    counts[f"empty_{reason_prefix}"] += 1
+    return None
+  return value
+
+
+def build_shard(job) -> dict:
+  """Writes one output shard from its input files; returns its stats."""
+  shard, num_shards, inputs, captions, skip_keys, options = job
+  name = f"{options.split}-{shard:05d}-of-{num_shards:05d}.array_record"
+  final = os.path.join(options.out, name)
+  stats_path = os.path.join(options.out, ".stats", name + ".json")
+  if os.path.exists(final) and os.path.exists(stats_path):
+    with open(stats_path) as f:
+      return {**json.load(f), "reused": True}
+  tmp = final + ".incomplete"
+  writer = ArrayRecordWriter(tmp, "group_size:1")
+  counts, written, sample_texts = collections.Counter(), 0, []
+  seen = set()
+  rng = np.random.default_rng(options.seed + shard)
+  for path in inputs:
+    for key, image, text, meta in read_input(path, options):
+      if "__error__" in meta:
+        counts["unreadable_input_row"] += 1
+        log.warning("%s: %s skipped (%s)", path, key, meta["__error__"])
+        continue
+      if (path, key) in skip_keys or key in seen:
+        counts["duplicate_key"] += 1
+        continue
+      seen.add(key)
+      if image is None:
+        counts["missing_image"] += 1
+        if "__missing_file__" in meta:
+          log.warning("%s: %s skipped: no image file %s", path, key, meta["__missing_file__"])
+        continue
+      raw = _text(text, counts, "raw_text")
+      if raw is None:
+        continue
+      choices = captions.get(key) or []
+      caption = None
+      if choices:
+        pick = choices[0] if options.caption_choice == "first" else choices[
+            (zlib.crc32(key.encode()) + options.seed) % len(choices)]
+        caption = _text(pick, counts, "caption")
+        if caption is None:
+          continue
+      elif options.missing_caption == "raw":
+        caption, meta = raw, {**meta, "caption_from_raw": True}
+      else:
+        counts["missing_caption"] += 1
+        continue
+      try:
+        decoded = web.load_image(image, options.max_pixels)
+      except web.ImageTooLarge:
+        counts["image_too_large"] += 1
+        continue
+      except Exception:  # pylint: disable=broad-except
+        counts["undecodable_image"] += 1
+        continue
+      if options.resize:
+        image = web.encode_jpeg(web.resize_shorter(decoded, options.resize), options.jpeg_quality)
+      record = dict(key=key, image=image, raw_text=raw, caption=caption)
+      if options.references:
+        record["captions"] = [c for c in choices if isinstance(c, str) and web.clean_text(c)]
+      if meta:
+        record["meta"] = meta
+      writer.write(records.encode(record))
+      written += 1
+      if meta.get("caption_from_raw"):
+        counts["caption_from_raw"] += 1  # written, flagged: not a skip
+      if len(sample_texts) < 2000 and rng.random() < 0.5:
+        sample_texts += [raw, caption]
+  writer.close()
+  os.replace(tmp, final)
+  stats = {"shard": name, "inputs": inputs, "written": written, "skipped": dict(counts),
+           "bytes": os.path.getsize(final), "sample_texts": sample_texts}
+  os.makedirs(os.path.dirname(stats_path), exist_ok=True)
+  with open(stats_path, "w") as f:
+    json.dump(stats, f)
+  return stats
+
+
+# ---- The whole build.
+
+def duplicate_keys(files: list[str], options: BuildOptions) -> set[tuple[str, str]]:
+  """(file, key) of every occurrence after the first of a key across inputs
+  (within one input file the shard job skips repeats itself)."""
+  first, repeats = {}, set()
+  for path in files:
+    if path.endswith(".tar"):
+      with tarfile.open(path) as archive:
+        keys = {os.path.basename(m.name).partition(".")[0] for m in archive if m.isfile()}
+    else:
+      stem = os.path.splitext(os.path.basename(path))[0]
+      keys = {str(row.get(options.key_column) or f"{stem}-{i:08d}")
+              for i, row in enumerate(read_table_rows(path))}
+    for key in keys:
+      if first.setdefault(key, path) != path:
+        repeats.add((path, key))
+  return repeats
+
+
+def build(inputs: list[str], options: BuildOptions, captions: dict[str, list[str]] | None = None,
+          workers: int = 1, tokenizer: str | None = None, vocab_size: int = 32000,
+          progress=sys.stderr) -> dict:
+  files = expand(inputs)
+  if not files:
+    raise FileNotFoundError(f"no input files match {inputs}")
+  os.makedirs(options.out, exist_ok=True)
+  num_shards = max(1, min(options.num_shards, len(files)))
+  repeats = duplicate_keys(files, options)
+  jobs = [(s, num_shards, files[s::num_shards], captions or {},
+           {r for r in repeats if r[0] in files[s::num_shards]}, options)
+          for s in range(num_shards)]
+  start, done, results = time.time(), 0, []
+  if workers > 1:
+    pool = concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"))
+    outputs = pool.map(build_shard, jobs)
+  else:
+    pool, outputs = None, map(build_shard, jobs)
+  for stats in outputs:
+    results.append(stats)
+    done += 1
+    elapsed = time.time() - start
+    written = sum(r["written"] for r in results)
+    eta = elapsed / done * (num_shards - done)
+    print(f"\rshards {done}/{num_shards}  {written} records  {written / elapsed:.0f}/s  "
+          f"ETA {eta:.0f} s", end="", file=progress, flush=True)
+  print(file=progress)
+  if pool:
+    pool.shutdown()
+
+  skipped = collections.Counter()
+  for r in results:
+    skipped.update(r["skipped"])
+  written = sum(r["written"] for r in results)
+  if not written:
+    raise ValueError(f"no record was written; skipped: {dict(skipped)}")
+  tokenizer_path = os.path.join(options.out, "tokenizer.model")
+  if tokenizer and os.path.abspath(tokenizer) != os.path.abspath(tokenizer_path):
+    shutil.copy(tokenizer, tokenizer_path)
+  elif not os.path.exists(tokenizer_path):  # (a second split reuses the first's)
+    from alip_jax.data.tokenizer import train_sentencepiece
+    texts = list(itertools.chain.from_iterable(r["sample_texts"] for r in results))
+    train_sentencepiece([web.clean_text(t) for t in texts], tokenizer_path, vocab_size=vocab_size)
+  caption_from_raw = skipped.pop("caption_from_raw", 0)  # written, only flagged
+  stats = {"split": options.split, "written": written, "skipped": dict(skipped),
+           "caption_from_raw": caption_from_raw,
+           "shards": {r["shard"]: {"records": r["written"], "bytes": r["bytes"],
+                                   "inputs": len(r["inputs"])} for r in results},
+           "reused_shards": sum(1 for r in results if r.get("reused")),
+           "seconds": round(time.time() - start, 1), "options": dataclasses.asdict(options)}
+  # One entry per split, so train and eval splits can be built into one directory.
+  all_stats = _read_json(os.path.join(options.out, "stats.json"))
+  all_stats[options.split] = stats
+  counts = _read_json(os.path.join(options.out, "counts.json"))
+  counts.setdefault("splits", {})[options.split] = written
+  for name, data in (("stats.json", all_stats), ("counts.json", counts)):
+    with open(os.path.join(options.out, name), "w") as f:
+      json.dump(data, f, indent=1)
+  return stats
+
+
+def _read_json(path: str) -> dict:
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--input", action="append", required=True, help="tar/table files (globs)")
+  parser.add_argument("--out", required=True)
+  parser.add_argument("--captions", action="append", default=[],
+                      help="JSONL/Parquet with key, caption (several per key allowed)")
+  parser.add_argument("--split", default="train")
+  parser.add_argument("--num_shards", type=int, default=1)
+  parser.add_argument("--workers", type=int, default=1)
+  parser.add_argument("--resize", type=int, default=0, help="shorter side, 0 = keep bytes")
+  parser.add_argument("--jpeg_quality", type=int, default=90)
+  parser.add_argument("--missing_caption", choices=("drop", "raw"), default="drop")
+  parser.add_argument("--caption_choice", choices=("first", "random"), default="first")
+  parser.add_argument("--references", action="store_true",
+                      help="store every caption of a key as a retrieval reference (eval splits)")
+  parser.add_argument("--image_column", default="image")
+  parser.add_argument("--text_column", default="text")
+  parser.add_argument("--key_column", default="key")
+  parser.add_argument("--max_pixels", type=int, default=web.MAX_PIXELS)
+  parser.add_argument("--tokenizer", help="an existing SentencePiece model to copy")
+  parser.add_argument("--vocab_size", type=int, default=32000)
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+  options = BuildOptions(
+      out=args.out, split=args.split, num_shards=args.num_shards, image_column=args.image_column,
+      text_column=args.text_column, key_column=args.key_column, resize=args.resize,
+      jpeg_quality=args.jpeg_quality, missing_caption=args.missing_caption,
+      caption_choice=args.caption_choice, references=args.references,
+      max_pixels=args.max_pixels)
+  captions = read_captions(args.captions) if args.captions else {}
+  stats = build(args.input, options, captions, args.workers, args.tokenizer, args.vocab_size)
+  print(json.dumps({k: stats[k] for k in ("written", "skipped", "reused_shards", "seconds")}))
+
+
+if __name__ == "__main__":
+  main()
