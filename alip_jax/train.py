@@ -297,7 +297,8 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
       num_threads=config.data.num_threads, prefetch=config.data.prefetch,
       num_views=losses.num_views(config.loss), color_jitter=config.data.color_jitter,
       skip_bad_shards=config.data.get("skip_bad_shards", False),
-      max_pixels=config.data.get("max_pixels", pipeline.MAX_PIXELS)))
+      max_pixels=config.data.get("max_pixels", pipeline.MAX_PIXELS),
+      workers=config.data.get("workers", 0)))
   eval_set = retrieval.load_retrieval_set(
       records.split_files(data_dir, config.data.eval_split).files, tokenizer,
       config.data.image_size)
@@ -399,12 +400,16 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
         checkpointing.save(manager, step, state, train_iter)
       if config.train.eval_every and step % config.train.eval_every == 0 and step != total:
         run_eval(step)
+  except BaseException:
+    train_iter.close()  # stops Grain worker processes, if any
+    raise
   finally:  # also on errors: give SIGTERM back to its previous handler
     preemption.close()
 
   final = run_eval(total) if last_step == total and not preempted else {}
   manager.wait_until_finished()
   manager.close()
+  train_iter.close()  # stops Grain worker processes, if any
   monitor.close()
   if bad_records.total:
     log.warning("skipped %d bad training records: %s", bad_records.total,

@@ -68,6 +68,14 @@ def test_interrupted_run_resumes_to_the_same_state(tiny_corpus, tmp_path):
   assert logged == [2, 4, 6]  # 2 and 4 by the first run, 6 after resuming
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["4", "6"]
 
+  # With Grain worker processes: the same batches, so the same final state,
+  # and the workers' iterator state resumes in the checkpoint.
+  config.data.workers = 2
+  workdir = str(tmp_path / "interrupted_with_workers")
+  assert train.train_and_evaluate(config, workdir, stop_after=3)["step"] == 3
+  resumed = train.train_and_evaluate(config, workdir)
+  assert_trees_equal(jax.device_get(resumed["state"]), jax.device_get(unbroken["state"]))
+
 
 def test_retention_keeps_the_newest_and_every_kth(tiny_corpus, tmp_path):
   config = tiny_config()

@@ -211,8 +211,14 @@ def train_dataset(files: list[str], tokenizer: Tokenizer, image_size: int,
                   process_index: int | None = None, process_count: int | None = None,
                   num_threads: int = 2, prefetch: int = 64, num_views: int = 1,
                   color_jitter: float = 0.0, skip_bad_shards: bool = False,
-                  max_pixels: int = MAX_PIXELS) -> grain.IterDataset:
-  """The infinite, shuffled training stream of this process's batches."""
+                  max_pixels: int = MAX_PIXELS, workers: int = 0) -> grain.IterDataset:
+  """The infinite, shuffled training stream of this process's batches.
+
+  `workers` > 0 decodes and augments in that many Grain worker processes
+  (each with `num_threads` read threads). Worker w takes elements w, w + n, …
+  of this process's stream and Grain interleaves them back in order; the
+  bad-record filter and batching run here, after them, so the batches and
+  the counts are the same for any number of workers."""
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
   source = records.ShardedSource(files, skip_bad_shards)
@@ -223,9 +229,11 @@ def train_dataset(files: list[str], tokenizer: Tokenizer, image_size: int,
   # stream (before the per-process slice): the same for any process count.
   ds = ds.random_map(TrainTransform(tokenizer, image_size, num_views, color_jitter, max_pixels))
   ds = ds[process_index::process_count]
-  ds = ds.filter(counter)
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
                                             prefetch_buffer_size=prefetch))
+  if workers > 0:
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+  ds = ds.filter(counter)
   return ds.batch(local_batch, drop_remainder=True)
 
 
