@@ -37,3 +37,19 @@ def test_benchmark_runs_and_its_flops_agree_with_xla():
   # On CPU XLA counts every matmul: the analytic count is within 25 % of it
   # (XLA adds elementwise work, softmax and the loss).
   assert result["model_tflop_per_step"] == pytest.approx(result["xla_tflop_per_step"], rel=0.25)
+
+
+@pytest.mark.slow
+def test_input_pipeline_benchmark_prints_every_figure(tmp_path):
+  """Runs end to end on a few generated records (speed is not checked)."""
+  import subprocess
+  import sys
+  from test_end_to_end import ROOT
+  run = subprocess.run(
+      [sys.executable, "-m", "alip_jax.benchmarks.input_pipeline", "--records", "48",
+       "--source_size", "64", "--image_size", "32", "--batch", "8", "--seconds", "0.5",
+       "--workers", "0,1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert run.returncode == 0, run.stderr[-3000:]
+  for line in ("bare PIL decode, 1 core:", "pipeline, workers=0:", "pipeline, workers=1:",
+               "× bare decode per core", "cores to feed 1468 samples/s"):
+    assert line in run.stdout, run.stdout
