@@ -151,3 +151,40 @@ def test_trainer_runs_on_built_data_with_references_for_retrieval(inputs, tmp_pa
   result = train.train_and_evaluate(config, str(tmp_path / "run"))
   assert result["step"] == 2 and result["eval"]["num_images"] == 8
   assert result["eval"]["num_texts"] == 9  # sample 3 has two references
+
+
+TORCH_PYTHON = os.environ.get("ALIP_TORCH_PYTHON")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TORCH_PYTHON, reason="needs ALIP_TORCH_PYTHON (tests/run.sh makes it)")
+def test_captioner_stage_captions_every_image_and_feeds_the_build(inputs, tmp_path):
+  model = str(tmp_path / "tiny_blip")
+  here = os.path.dirname(os.path.abspath(__file__))
+  subprocess.run([TORCH_PYTHON, os.path.join(here, "tiny_captioner.py"), model], check=True,
+                 capture_output=True, timeout=300)
+  out = str(tmp_path / "captioned")
+  command = [sys.executable, "-m", "alip_jax.data.build", "--out", out,
+             "--input", str(inputs / "00000.tar"), "--captioner", model,
+             "--captioner_python", TORCH_PYTHON, "--captioner_args", "--batch_size 3 --max_new_tokens 6",
+             "--vocab_size", "40"]
+  run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert run.returncode == 0, run.stderr[-3000:]
+  with open(os.path.join(out, "captions-train.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  # Every decodable image: 10 samples + bad-utf8, no-text and empty-text
+  # (their texts are the builder's business); not bad-image, not no-image.
+  assert sorted(r["key"] for r in rows) == sorted(
+      [f"{i:09d}" for i in range(10)] + ["bad-utf8", "no-text", "empty-text"])
+  assert all(len(r["caption"].split()) == 6 for r in rows)
+  stats = json.load(open(os.path.join(out, "stats.json")))["train"]
+  # Only bad-image lacks a caption (no captioner could read it); the builder
+  # checks captions before it decodes.
+  assert stats["written"] == 10 and stats["skipped"]["missing_caption"] == 1
+  samples = read_back(out)
+  captions = {r["key"]: r["caption"] for r in rows}
+  assert all(samples[k]["caption"] == captions[k] for k in samples)
+
+  # Re-running captions nothing again.
+  rerun = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert rerun.returncode == 0 and '"already_captioned": 13' in rerun.stdout + rerun.stderr

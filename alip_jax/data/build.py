@@ -10,7 +10,8 @@ CSV, TSV, JSONL — with a key column, a text column and an image column that
 holds encoded bytes (or a {"bytes": …} struct, as HF datasets write) or a
 path (relative to the table). Synthetic captions come from `--captions`
 (JSONL or Parquet with `key` and `caption`: a string or a list), matched by
-key; or from `--captioner DIR` (alip_jax/data/caption.py), run beforehand.
+key; or `--captioner DIR` first captions every image with a local HF
+image-to-text model (alip_jax/data/caption.py, in `--captioner_python`).
 
 Output in `--out`: `{split}-0000j-of-0000N.array_record` in the schema of
 records.py, `stats.json` (records written, skipped by reason, shard sizes),
@@ -33,6 +34,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import subprocess
 import sys
 import tarfile
 import time
@@ -249,12 +251,35 @@ def _read_json(path: str) -> dict:
     return json.load(f)
 
 
+def run_captioner(args, out: str) -> str:
+  """Runs alip_jax.data.caption over the inputs in `args.captioner_python`
+  (torch lives in another venv than JAX); returns its captions file."""
+  os.makedirs(args.out, exist_ok=True)
+  command = [args.captioner_python, "-m", "alip_jax.data.caption", "--model", args.captioner,
+             "--out", out, "--image_column", args.image_column, "--key_column", args.key_column,
+             *itertools.chain.from_iterable(("--input", i) for i in args.input),
+             *args.captioner_args.split()]
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get(
+      "PYTHONPATH")]))}
+  if subprocess.run(command, env=env).returncode != 0:
+    raise RuntimeError(f"the captioner failed: {' '.join(command)} (it needs torch and "
+                       f"transformers: set --captioner_python to a Python that has them)")
+  return out
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--input", action="append", required=True, help="tar/table files (globs)")
   parser.add_argument("--out", required=True)
   parser.add_argument("--captions", action="append", default=[],
                       help="JSONL/Parquet with key, caption (several per key allowed)")
+  parser.add_argument("--captioner", help="caption the inputs first with this local HF "
+                      "image-to-text model (alip_jax/data/caption.py)")
+  parser.add_argument("--captioner_python", default=sys.executable,
+                      help="a Python with torch and transformers, for --captioner")
+  parser.add_argument("--captioner_args", default="",
+                      help="more flags for the captioner, e.g. '--device cuda --batch_size 64'")
   parser.add_argument("--split", default="train")
   parser.add_argument("--num_shards", type=int, default=1)
   parser.add_argument("--workers", type=int, default=1)
@@ -278,7 +303,10 @@ def main(argv=None):
       jpeg_quality=args.jpeg_quality, missing_caption=args.missing_caption,
       caption_choice=args.caption_choice, references=args.references,
       max_pixels=args.max_pixels)
-  captions = read_captions(args.captions) if args.captions else {}
+  caption_files = list(args.captions)
+  if args.captioner:
+    caption_files.append(run_captioner(args, os.path.join(args.out, f"captions-{args.split}.jsonl")))
+  captions = read_captions(caption_files) if caption_files else {}
   stats = build(args.input, options, captions, args.workers, args.tokenizer, args.vocab_size)
   print(json.dumps({k: stats[k] for k in ("written", "skipped", "reused_shards", "seconds")}))
 

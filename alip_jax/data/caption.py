@@ -1,0 +1,125 @@
+"""Synthetic captions from a local image-to-text model (the captioner stage).
+
+  python -m alip_jax.data.caption --model models/blip-base --input 'shards/*.tar' \
+      --out captions.jsonl --batch_size 64 --device cuda
+
+ALIP captioned YFCC15M with OFA; BLIP, BLIP-2 and GIT are the usual local
+choices. `--model` is a directory saved with `save_pretrained` (model and
+processor) — nothing is downloaded. Every decodable image of the inputs (the
+same tars and tables as alip_jax.data.build, read by data/inputs.py) gets
+one row {"key", "caption"} in `--out`, the `--captions` file of the builder;
+`python -m alip_jax.data.build --captioner DIR` runs this stage itself.
+Rows are appended and flushed per batch, and a re-run skips keys that
+already have a caption, so an interrupted stage continues where it stopped.
+
+Needs torch and transformers, which the JAX training venv does not: run it
+where they are installed (`--captioner_python` in the builder), e.g. the
+venv of requirements-torch.txt. It imports no JAX.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from alip_jax.data import web
+from alip_jax.data.inputs import Columns, expand, read_input
+
+
+def load_captioner(model_dir: str, device: str = "cpu"):
+  """(processor, model) of an HF image-to-text model saved in `model_dir`."""
+  import torch
+  from transformers import AutoModelForImageTextToText, AutoProcessor
+  processor = AutoProcessor.from_pretrained(model_dir)
+  model = AutoModelForImageTextToText.from_pretrained(model_dir).to(device).eval()
+  torch.set_grad_enabled(False)
+  return processor, model
+
+
+def caption_batch(processor, model, images, max_new_tokens: int = 30, num_beams: int = 1,
+                  prompt: str = "") -> list[str]:
+  """Greedy (or beam) captions of a list of RGB PIL images."""
+  kwargs = {"text": [prompt] * len(images)} if prompt else {}
+  inputs = processor(images=images, return_tensors="pt", **kwargs).to(model.device)
+  ids = model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=num_beams)
+  texts = processor.batch_decode(ids, skip_special_tokens=True)
+  return [t[len(prompt):].strip() if prompt and t.startswith(prompt) else t.strip() for t in texts]
+
+
+def done_keys(path: str) -> set[str]:
+  if not os.path.exists(path):
+    return set()
+  with open(path) as f:
+    return {json.loads(line)["key"] for line in f if line.strip()}
+
+
+def run(model_dir: str, inputs: list[str], out: str, columns: Columns = Columns(),
+        batch_size: int = 32, max_new_tokens: int = 30, num_beams: int = 1, prompt: str = "",
+        device: str = "cpu", max_pixels: int = web.MAX_PIXELS, progress=sys.stderr) -> dict:
+  processor, model = load_captioner(model_dir, device)
+  skip = done_keys(out)
+  counts = {"captioned": 0, "already_captioned": 0, "undecodable_image": 0, "missing_image": 0}
+  start = time.time()
+  with open(out, "a") as f:
+    keys, images = [], []
+
+    def flush():
+      for key, text in zip(keys, caption_batch(processor, model, images, max_new_tokens,
+                                               num_beams, prompt)):
+        f.write(json.dumps({"key": key, "caption": text}) + "\n")
+      f.flush()
+      counts["captioned"] += len(keys)
+      rate = counts["captioned"] / max(time.time() - start, 1e-9)
+      print(f"\rcaptioned {counts['captioned']}  {rate:.1f} images/s", end="", file=progress,
+            flush=True)
+      keys.clear()
+      images.clear()
+
+    for path in expand(inputs):
+      for key, image, _, _ in read_input(path, columns):
+        if key in skip:
+          counts["already_captioned"] += 1
+          continue
+        if image is None:
+          counts["missing_image"] += 1
+          continue
+        try:
+          images.append(web.load_image(image, max_pixels))
+        except Exception:  # pylint: disable=broad-except
+          counts["undecodable_image"] += 1
+          continue
+        keys.append(key)
+        skip.add(key)
+        if len(keys) == batch_size:
+          flush()
+    if keys:
+      flush()
+  print(file=progress)
+  return {**counts, "seconds": round(time.time() - start, 1)}
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--model", required=True, help="a local save_pretrained directory")
+  parser.add_argument("--input", action="append", required=True)
+  parser.add_argument("--out", required=True, help="captions JSONL (appended to)")
+  parser.add_argument("--batch_size", type=int, default=32)
+  parser.add_argument("--max_new_tokens", type=int, default=30)
+  parser.add_argument("--num_beams", type=int, default=1)
+  parser.add_argument("--prompt", default="", help="text prefix, for models that take one")
+  parser.add_argument("--device", default="cpu")
+  parser.add_argument("--image_column", default="image")
+  parser.add_argument("--text_column", default="text")
+  parser.add_argument("--key_column", default="key")
+  args = parser.parse_args(argv)
+  stats = run(args.model, args.input, args.out,
+              Columns(args.key_column, args.image_column, args.text_column), args.batch_size,
+              args.max_new_tokens, args.num_beams, args.prompt, args.device)
+  print(json.dumps(stats))
+
+
+if __name__ == "__main__":
+  main()
