@@ -64,8 +64,9 @@ def test_interrupted_run_resumes_to_the_same_state(tiny_corpus, tmp_path):
   assert_trees_equal(jax.device_get(resumed["state"]), jax.device_get(unbroken["state"]))
   assert resumed["eval"] == unbroken["eval"]
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    logged = [json.loads(line)["step"] for line in f]
-  assert logged == [2, 4, 6]  # 2 and 4 by the first run, 6 after resuming
+    lines = [json.loads(line) for line in f]
+  assert [m["step"] for m in lines] == [2, 4, 6]  # 2 and 4 by the first run, 6 after resuming
+  assert lines[-1]["epoch"] == 6 * 16 / 1500  # samples trained on / training records
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["4", "6"]
 
   # With Grain worker processes: the same batches, so the same final state,

@@ -55,7 +55,8 @@ def test_cli_trains_then_resumes_from_the_saved_step(tiny_corpus, tmp_path):
   directory = os.path.join(workdir, "tensorboard")
   tags = tensorboard_tags(open(os.path.join(directory, name), "rb").read()
                           for name in os.listdir(directory))
-  assert {"train/loss", "train/lr", "train/weight_sample", "train/mfu", "eval/i2t_R_1"} <= tags["scalar"]
+  assert {"train/loss", "train/lr", "train/weight_sample", "train/mfu", "train/epoch",
+          "eval/i2t_R_1"} <= tags["scalar"]
   assert "gates/hist_weight_sample" in tags["histogram"]
 
 
