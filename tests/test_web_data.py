@@ -165,3 +165,15 @@ def test_corrupt_record_is_named_with_its_index_or_counted(shards):
   assert set(keys) == {f"k{i if i < 10 else i + 10:02d}" for i in range(20)
                        if i not in unreadable}
   assert counter.counts["unreadable_record"] >= len(unreadable)
+
+
+def test_large_jpegs_decode_at_a_reduced_scale_that_covers_min_side():
+  photo = Image.new("RGB", (700, 500), RED)
+  data = encoded(photo, "JPEG", quality=95)
+  assert web.load_image(data).size == (700, 500)
+  small = web.load_image(data, min_side=224)  # 1/2 scale: shorter side 250 ≥ 224
+  assert small.size == (350, 250) and small.mode == "RGB"
+  np.testing.assert_allclose(np.asarray(small).reshape(-1, 3).mean(0), RED, atol=8)
+  assert web.load_image(data, min_side=300).size == (700, 500)  # 1/2 would be < 300
+  png = encoded(photo, "PNG")
+  assert web.load_image(png, min_side=100).size == (700, 500)  # JPEG only

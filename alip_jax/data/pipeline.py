@@ -76,7 +76,7 @@ def _bad(key, reason, detail=""):
   return {"key": str(key), "error": reason, "detail": detail}
 
 
-def decode_record(data: bytes, max_pixels: int = MAX_PIXELS) -> dict:
+def decode_record(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int = 0) -> dict:
   """bytes → {"key", "image": PIL RGB, "raw_text", "caption", "captions", "meta"}
   with texts decoded and checked, or an error dict {"key", "error", "detail"}.
   `captions` (list of bytes/str) and `meta` (dict) are passed through as stored."""
@@ -107,7 +107,7 @@ def decode_record(data: bytes, max_pixels: int = MAX_PIXELS) -> dict:
   if not isinstance(rec["image"], bytes):
     return _bad(key, "corrupt_image", f"image field is {type(rec['image']).__name__}, not bytes")
   try:
-    image = load_image(rec["image"], max_pixels)
+    image = load_image(rec["image"], max_pixels, min_side)
   except (ImageTooLarge, Image.DecompressionBombError) as e:
     return _bad(key, "image_too_large", str(e))
   except Exception as e:  # pylint: disable=broad-except
@@ -192,7 +192,9 @@ class TrainTransform(grain.transforms.RandomMap):
     self.color_jitter = color_jitter
 
   def random_map(self, data: bytes, rng: np.random.Generator):
-    rec = decode_record(data, self.max_pixels)
+    # The smallest crop (area 0.7, aspect 0.8) spans ~0.75 of the shorter
+    # side: large JPEGs are decoded at a reduced scale that still covers it.
+    rec = decode_record(data, self.max_pixels, min_side=math.ceil(self.image_size / 0.74))
     if "error" in rec:
       return rec
     views = [train_image(rec["image"], self.image_size, rng, self.color_jitter)

@@ -42,7 +42,7 @@ def load_retrieval_set(files: list[str], tokenizer: Tokenizer, image_size: int,
   counter = pipeline.BadRecordCounter()
   images, texts, text_image, groups, keys = [], [], [], [], []
   for index in range(len(source) if max_items is None else min(max_items, len(source))):
-    rec = pipeline.decode_record(source[index])
+    rec = pipeline.decode_record(source[index], min_side=image_size)
     if not counter(rec):
       continue
     refs = [web.clean_text(c.decode("utf-8", errors="replace") if isinstance(c, bytes)
