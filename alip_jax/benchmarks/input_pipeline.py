@@ -5,7 +5,7 @@
 
 Without --data it writes `--records` triplets with JPEG photos of
 `--source_size` pixels (noise, gradients and shapes, about the entropy and
-file size of web photos) to a temporary directory. Then it prints records/s of
+file size of web photos) to a temporary directory, removed at the end. Then it prints records/s of
 
 * the anchor: a bare loop on one core — msgpack decode, PIL open, full
   decode to RGB — over the same records (and simplejpeg, if installed);
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -144,6 +145,8 @@ def main(argv=None):
       per_core = rate
   if per_core:
     print(f"cores to feed {args.feed:.0f} samples/s at this rate: {args.feed / per_core:.1f}")
+  if not args.data:
+    shutil.rmtree(data)  # the generated records
 
 
 if __name__ == "__main__":
