@@ -175,7 +175,7 @@ def duplicate_keys(files: list[str], options: BuildOptions) -> set[tuple[str, st
     else:
       stem = os.path.splitext(os.path.basename(path))[0]
       keys = {str(row.get(options.key_column) or f"{stem}-{i:08d}")
-              for i, row in enumerate(read_table_rows(path))}
+              for i, row in enumerate(read_table_rows(path, only=[options.key_column]))}
     for key in keys:
       if first.setdefault(key, path) != path:
         repeats.add((path, key))

@@ -94,12 +94,18 @@ def read_tar(path: str):
     yield os.path.basename(key), image, text, source_meta
 
 
-def read_table_rows(path: str):
-  """Rows of a Parquet / CSV / TSV / JSONL file as dicts."""
+def read_table_rows(path: str, only: list[str] | None = None):
+  """Rows of a Parquet / CSV / TSV / JSONL file as dicts. `only`: Parquet
+  reads just these columns (those it has), e.g. the keys without the images."""
   if path.endswith(".parquet"):
     import pyarrow.parquet as pq
     table = pq.ParquetFile(path)
-    for batch in table.iter_batches(batch_size=1024):
+    if only is not None:
+      only = [c for c in only if c in table.schema_arrow.names]
+      if not only:
+        yield from ({} for _ in range(table.metadata.num_rows))
+        return
+    for batch in table.iter_batches(batch_size=1024, columns=only):
       yield from batch.to_pylist()
   elif path.endswith((".csv", ".tsv")):
     with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
