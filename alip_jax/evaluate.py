@@ -58,20 +58,12 @@ def evaluate(model, tasks_to_run, eval_config, data_dir: str | None, data_split:
           model.encode_image, model.encode_text, model.tokenizer, model.image_size, data_dir,
           data_split, eval_config.batch_size)
     elif task in ("zeroshot", "linear_probe"):
-      specs = [s for s in eval_config.get(task, "").split(",") if s]
-      if not specs:
+      found = tasks.run_tfds_tasks(model.encode_image, model.encode_text, eval_config,
+                                   model.image_size, which=(task,))
+      if not found:
         raise ValueError(f"--tasks {task} needs --{task} (e.g. "
                          f"{'cifar10:test' if task == 'zeroshot' else 'cifar10:train:test'})")
-      for spec in specs:
-        if task == "zeroshot":
-          results[f"zeroshot/{spec}"] = tasks.run_zeroshot(
-              model.encode_image, model.encode_text, spec, model.image_size,
-              eval_config.batch_size, eval_config.tfds_data_dir, eval_config.classnames,
-              eval_config.templates, eval_config.max_items)
-        else:
-          results[f"linear_probe/{spec}"] = tasks.run_linear_probe(
-              model.encode_image, spec, model.image_size, eval_config.batch_size,
-              eval_config.tfds_data_dir, max_items=eval_config.max_items)
+      results.update(found)
     else:
       raise ValueError(f"unknown task {task!r}: use retrieval, zeroshot, linear_probe")
     print(f"{task}: {time.time() - start:.1f} s", flush=True)

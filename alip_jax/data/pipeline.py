@@ -9,8 +9,9 @@
 A record is decoded and checked as one unit, so a bad record is skipped as a
 whole: its image can never be paired with another sample's texts. Every
 batch carries the sample keys, which tests use to check alignment. The rules
-for images and texts from the web (data/web.py) are listed in docs/DATA.md; shards are opened one by one (records.ShardedSource) so that a
-truncated or corrupt shard is named.
+for images and texts from the web (data/web.py) are listed in docs/DATA.md;
+shards are opened one by one (records.ShardedSource) so that a truncated or
+corrupt shard is named.
 
 Images leave the pipeline as uint8 [H, W, 3]; CLIP mean/std normalisation
 runs on the device (see models.two_towers.normalize_images), which cuts the

@@ -92,22 +92,31 @@ def run_linear_probe(encode_image, spec: str, image_size: int, batch_size: int,
                                      test_x, test_y, len(train.classnames))
 
 
+def run_tfds_tasks(encode_image, encode_text, eval_config, image_size: int,
+                   which=("zeroshot", "linear_probe")) -> dict:
+  """{'zeroshot/<spec>' | 'linear_probe/<spec>': metrics} for the specs that
+  `eval_config` (config.eval) lists under the tasks in `which`."""
+  results = {}
+  get = eval_config.get
+  for spec in filter(None, get("zeroshot", "").split(",") if "zeroshot" in which else []):
+    results[f"zeroshot/{spec}"] = run_zeroshot(
+        encode_image, encode_text, spec, image_size, eval_config.batch_size,
+        get("tfds_data_dir", ""), get("classnames", ""), get("templates", ""),
+        get("max_items", 0))
+  for spec in filter(None, get("linear_probe", "").split(",") if "linear_probe" in which else []):
+    results[f"linear_probe/{spec}"] = run_linear_probe(
+        encode_image, spec, image_size, eval_config.batch_size, get("tfds_data_dir", ""),
+        max_items=get("max_items", 0))
+  return results
+
+
 def run_configured(encode_image, encode_text, eval_config, image_size: int) -> dict:
-  """The TFDS tasks that `eval_config` (config.eval) asks for, as flat
-  'zeroshot/<name>/<metric>' and 'linear_probe/<name>/<metric>' keys."""
-  out = {}
-  for spec in filter(None, eval_config.get("zeroshot", "").split(",")):
-    metrics = run_zeroshot(encode_image, encode_text, spec, image_size, eval_config.batch_size,
-                           eval_config.get("tfds_data_dir", ""),
-                           eval_config.get("classnames", ""), eval_config.get("templates", ""),
-                           eval_config.get("max_items", 0))
-    out.update({f"zeroshot/{spec.split(':')[0]}/{k}": v for k, v in metrics.items()})
-  for spec in filter(None, eval_config.get("linear_probe", "").split(",")):
-    metrics = run_linear_probe(encode_image, spec, image_size, eval_config.batch_size,
-                               eval_config.get("tfds_data_dir", ""),
-                               max_items=eval_config.get("max_items", 0))
-    out.update({f"linear_probe/{spec.split(':')[0]}/{k}": v for k, v in metrics.items()})
-  return out
+  """run_tfds_tasks as flat 'zeroshot/<name>/<metric>' keys (the trainer's
+  eval.json and TensorBoard tags)."""
+  return {f"{task.split(':')[0]}/{metric}": value
+          for task, metrics in run_tfds_tasks(encode_image, encode_text, eval_config,
+                                              image_size).items()
+          for metric, value in metrics.items()}
 
 
 def markdown_table(results: dict) -> str:
