@@ -291,15 +291,13 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
     tokenizer_file = getattr(tokenizer, "tokenizer_json", None) or tokenizer.model_path
     fileio.copy(tokenizer_file, fileio.join(workdir, os.path.basename(tokenizer_file)))
   bad_records = pipeline.BadRecordCounter()
-  train_files = records.split_files(data_dir, config.data.train_split).files
-  num_train_records = len(records.ShardedSource(
-      train_files, config.data.get("skip_bad_shards", False)))
+  train_source = records.ShardedSource(records.split_files(data_dir, config.data.train_split).files,
+                                      config.data.get("skip_bad_shards", False))
   train_iter = iter(pipeline.train_dataset(
-      train_files, tokenizer,
+      train_source, tokenizer,
       config.data.image_size, local_batch, config.seed, bad_records,
       num_threads=config.data.num_threads, prefetch=config.data.prefetch,
       num_views=losses.num_views(config.loss), color_jitter=config.data.color_jitter,
-      skip_bad_shards=config.data.get("skip_bad_shards", False),
       max_pixels=config.data.get("max_pixels", pipeline.MAX_PIXELS),
       workers=config.data.get("workers", 0)))
   eval_set = retrieval.load_retrieval_set(
@@ -394,7 +392,7 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
         monitor.write(step, summary, {
             "skipped_records": bad_records.total,
             # Samples trained on / training records (skipped ones not counted).
-            "epoch": step * config.train.batch_size / num_train_records})
+            "epoch": step * config.train.batch_size / len(train_source)})
       if preemption.requested(manager, step):
         # SIGTERM (TPU VM maintenance, SLURM time limit): save this step, stop.
         checkpointing.save(manager, step, state, train_iter)

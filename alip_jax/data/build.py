@@ -68,21 +68,12 @@ class BuildOptions:
 
 # ---- One output shard.
 
-def _text(value, counts, reason_prefix) -> str | None:
-  if isinstance(value, bytes):
-    try:
-      value = value.decode("utf-8")
-    except UnicodeDecodeError:
-      counts[f"non_utf8_{reason_prefix}"] += 1
-      return None
-  if isinstance(value, str) and any("\udc80" <= ch <= "\udcff" for ch in value):
-    # CSV/JSONL bytes that were not UTF-8 (read with errors="surrogateescape")
-    counts[f"non_utf8_{reason_prefix}"] += 1
-    return None
-  if not isinstance(value, str) or not web.clean_text(value):
-    counts[f"empty_{reason_prefix}"] += 1
-    return None
-  return value
+def _text(value, counts, field) -> str | None:
+  """The text, or None with its problem counted (web.check_text)."""
+  text, problem = web.check_text(value)
+  if problem:
+    counts[f"{problem}_{field}"] += 1
+  return text
 
 
 def build_shard(job) -> dict:

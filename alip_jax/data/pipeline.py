@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image, ImageEnhance
 
 from alip_jax.data import records
-from alip_jax.data.web import MAX_PIXELS, ImageTooLarge, clean_text, load_image
+from alip_jax.data.web import MAX_PIXELS, ImageTooLarge, check_text, clean_text, load_image
 from alip_jax.data.tokenizer import Tokenizer
 
 # ALIP's random-resized crop (official DALI pipeline) and flip probability.
@@ -95,16 +95,10 @@ def decode_record(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int = 0) 
       return _bad(key, f"missing_{field}")
   texts = {}
   for field in ("raw_text", "caption"):
-    value = rec[field]
-    if isinstance(value, bytes):
-      try:
-        value = value.decode("utf-8")
-      except UnicodeDecodeError as e:
-        return _bad(key, f"non_utf8_{field}", str(e))
-    value = clean_text(value) if isinstance(value, str) else ""
-    if not value:
-      return _bad(key, f"empty_{field}")
-    texts[field] = value
+    value, problem = check_text(rec[field])
+    if problem:
+      return _bad(key, f"{problem}_{field}")
+    texts[field] = clean_text(value)
   if not isinstance(rec["image"], bytes):
     return _bad(key, "corrupt_image", f"image field is {type(rec['image']).__name__}, not bytes")
   try:
@@ -209,13 +203,14 @@ class TrainTransform(grain.transforms.RandomMap):
     return example
 
 
-def train_dataset(files: list[str], tokenizer: Tokenizer, image_size: int,
+def train_dataset(files: list[str] | records.ShardedSource, tokenizer: Tokenizer, image_size: int,
                   local_batch: int, seed: int, counter: BadRecordCounter,
                   process_index: int | None = None, process_count: int | None = None,
                   num_threads: int = 2, prefetch: int = 64, num_views: int = 1,
                   color_jitter: float = 0.0, skip_bad_shards: bool = False,
                   max_pixels: int = MAX_PIXELS, workers: int = 0) -> grain.IterDataset:
-  """The infinite, shuffled training stream of this process's batches.
+  """The infinite, shuffled training stream of this process's batches, from
+  shard paths or from an already opened records.ShardedSource.
 
   `workers` > 0 decodes and augments in that many Grain worker processes
   (each with `num_threads` read threads). Worker w takes elements w, w + n, …
@@ -224,7 +219,8 @@ def train_dataset(files: list[str], tokenizer: Tokenizer, image_size: int,
   the counts are the same for any number of workers."""
   process_index = jax.process_index() if process_index is None else process_index
   process_count = jax.process_count() if process_count is None else process_count
-  source = records.ShardedSource(files, skip_bad_shards)
+  source = (files if isinstance(files, records.ShardedSource)
+            else records.ShardedSource(files, skip_bad_shards))
   if len(source) < process_count:
     raise ValueError(f"{len(source)} training records cannot feed {process_count} processes")
   ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()

@@ -30,6 +30,25 @@ class ImageTooLarge(ValueError):
   pass
 
 
+def check_text(value) -> tuple[str | None, str | None]:
+  """(the text, None), or (None, problem) with problem 'non_utf8' (bytes that
+  are not UTF-8, or a str read with errors='surrogateescape' that holds
+  such bytes) or 'empty' (missing, or nothing left once cleaned). The text
+  comes back as given: callers clean it when they use it."""
+  if isinstance(value, bytes):
+    try:
+      value = value.decode("utf-8")
+    except UnicodeDecodeError:
+      return None, "non_utf8"
+  if not isinstance(value, str):
+    return None, "empty"
+  if any("\udc80" <= ch <= "\udcff" for ch in value):
+    return None, "non_utf8"
+  if not clean_text(value):
+    return None, "empty"
+  return value, None
+
+
 def load_image(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int = 0) -> Image.Image:
   """Encoded image bytes → RGB, for what the web serves: JPEG (baseline or
   progressive, CMYK, grayscale), PNG (palette, alpha, 16-bit), WebP, GIF (first
