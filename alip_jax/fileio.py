@@ -38,7 +38,13 @@ def makedirs(path) -> None:
   epath.Path(path).mkdir(parents=True, exist_ok=True)
 
 
-def read_json(path):
+_REQUIRED = object()
+
+
+def read_json(path, default=_REQUIRED):
+  """The file's JSON; `default` when it does not exist (if given)."""
+  if default is not _REQUIRED and not exists(path):
+    return default
   return json.loads(epath.Path(path).read_text())
 
 

@@ -162,7 +162,7 @@ def start_wandb(config, workdir: str):
                 "(pip install -r requirements-cloud.txt): no W&B logging")
     return None
   id_file = fileio.join(workdir, "wandb_run.json")
-  run_id = fileio.read_json(id_file)["id"] if fileio.exists(id_file) else secrets.token_hex(4)
+  run_id = fileio.read_json(id_file, {}).get("id") or secrets.token_hex(4)
   run = wandb.init(project=config.wandb.project, entity=config.wandb.get("entity") or None,
                    name=config.wandb.get("name") or None, mode=config.wandb.get("mode") or None,
                    id=run_id, resume="allow", dir=config.wandb.get("dir") or None,

@@ -337,7 +337,7 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
   # ---- Evaluation.
   encode_image, encode_text = make_encoders(model, mesh, state_sharding["params"])
   eval_path = fileio.join(workdir, "eval.json")
-  eval_log = fileio.read_json(eval_path) if fileio.exists(eval_path) else {}
+  eval_log = fileio.read_json(eval_path, {})
 
   def run_eval(step):
     params = state["params"]

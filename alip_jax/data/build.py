@@ -43,6 +43,7 @@ import zlib
 import numpy as np
 from array_record.python.array_record_module import ArrayRecordWriter
 
+from alip_jax import fileio
 from alip_jax.data import records, web
 from alip_jax.data.inputs import Columns, expand, read_captions, read_input, read_table_rows
 
@@ -225,21 +226,14 @@ def build(inputs: list[str], options: BuildOptions, captions: dict[str, list[str
            "reused_shards": sum(1 for r in results if r.get("reused")),
            "seconds": round(time.time() - start, 1), "options": dataclasses.asdict(options)}
   # One entry per split, so train and eval splits can be built into one directory.
-  all_stats = _read_json(os.path.join(options.out, "stats.json"))
+  all_stats = fileio.read_json(os.path.join(options.out, "stats.json"), {})
   all_stats[options.split] = stats
-  counts = _read_json(os.path.join(options.out, "counts.json"))
+  counts = fileio.read_json(os.path.join(options.out, "counts.json"), {})
   counts.setdefault("splits", {})[options.split] = written
   for name, data in (("stats.json", all_stats), ("counts.json", counts)):
     with open(os.path.join(options.out, name), "w") as f:
       json.dump(data, f, indent=1)
   return stats
-
-
-def _read_json(path: str) -> dict:
-  if not os.path.exists(path):
-    return {}
-  with open(path) as f:
-    return json.load(f)
 
 
 def run_captioner(args, out: str) -> str:
