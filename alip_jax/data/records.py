@@ -47,6 +47,30 @@ def encode(sample: dict[str, Any]) -> bytes:
   return msgpack.packb(out, use_bin_type=True)
 
 
+def shard_name(split: str, shard: int, num_shards: int) -> str:
+  """`{split}-0000j-of-0000N.array_record`: the one shard naming rule."""
+  return f"{split}-{shard:05d}-of-{num_shards:05d}.array_record"
+
+
+def write_shard(path: str, samples) -> int:
+  """Writes encoded triplets (an iterable of dicts) to one ArrayRecord shard,
+  atomically: a crash leaves `path + '.incomplete'`, never a short `path`.
+  Returns the number of records written."""
+  from array_record.python.array_record_module import ArrayRecordWriter
+  tmp = path + ".incomplete"
+  # group_size:1 keeps random access cheap (one record per chunk).
+  writer = ArrayRecordWriter(tmp, "group_size:1")
+  count = 0
+  try:
+    for sample in samples:
+      writer.write(encode(sample))
+      count += 1
+  finally:
+    writer.close()
+  os.replace(tmp, path)
+  return count
+
+
 def decode(data: bytes) -> dict[str, Any]:
   """Inverse of `encode`; texts stay bytes (decoded by the pipeline)."""
   return msgpack.unpackb(data, raw=False)

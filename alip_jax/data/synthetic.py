@@ -36,7 +36,6 @@ import os
 import time
 
 import numpy as np
-from array_record.python.array_record_module import ArrayRecordWriter
 from PIL import Image, ImageDraw
 
 from alip_jax.data import records, tokenizer
@@ -207,12 +206,8 @@ def write_shards(samples: list[dict], out_dir: str, split: str, shards: int) -> 
   shards = max(1, min(shards, len(samples)))
   paths = []
   for s, chunk in enumerate(np.array_split(np.arange(len(samples)), shards)):
-    path = os.path.join(out_dir, f"{split}-{s:05d}-of-{shards:05d}.array_record")
-    # group_size:1 keeps random access cheap (one record per chunk).
-    writer = ArrayRecordWriter(path, "group_size:1")
-    for i in chunk:
-      writer.write(records.encode(samples[i]))
-    writer.close()
+    path = os.path.join(out_dir, records.shard_name(split, s, shards))
+    records.write_shard(path, (samples[i] for i in chunk))
     paths.append(path)
   return paths
 
