@@ -20,10 +20,10 @@ import time
 
 from absl import app, flags
 
-from alip_jax import mesh as mesh_lib, train
+from alip_jax import console, mesh as mesh_lib, train
+from alip_jax.configs import demo as demo_configs
 from alip_jax.data import records, tfds_synthetic
 from alip_jax.evaluation import gates
-from configs import demo as demo_configs
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Where data and the four runs go.")
 _STEPS = flags.DEFINE_integer("steps", None, "Override config.train.steps for every row.")
@@ -112,5 +112,10 @@ def main(argv):
     json.dump({"rows": rows, "total_seconds": round(total, 1)}, f, indent=1)
 
 
+def run():
+  """The `alip-demo` console script."""
+  console.run_absl(main, __name__)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -24,7 +24,7 @@ from absl import app, flags
 import jax
 import ml_collections
 
-from alip_jax import fileio, mesh as mesh_lib
+from alip_jax import console, fileio, mesh as mesh_lib
 from alip_jax.evaluation import tasks
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (local or gs://).")
@@ -40,7 +40,7 @@ _LINEAR_PROBE = flags.DEFINE_list("linear_probe", None, "TFDS NAME:TRAIN:TEST.")
 _TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "Where the TFDS sets are prepared.")
 _CLASSNAMES = flags.DEFINE_string("classnames", None, "Class-name file (one per line).")
 _TEMPLATES = flags.DEFINE_string("templates", None, "Prompt template file (default: "
-                                 "configs/zeroshot/templates.txt).")
+                                 "alip_jax/evaluation/prompts/templates.txt).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Images (or texts) per forward pass.")
 _MAX_ITEMS = flags.DEFINE_integer("max_items", 0, "Evaluate only the first N images (0 = all).")
 _OUT = flags.DEFINE_string("out", None, "Results directory (default: <workdir>/eval).")
@@ -116,5 +116,10 @@ def main(argv):
       print(json.dumps(results, indent=1))
 
 
+def run():
+  """The `alip-eval` console script."""
+  console.run_absl(main, __name__)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -167,9 +167,11 @@ def _from_workdir(workdir, config, step, tokenizer_path, mesh) -> LoadedModel:
                      state_sharding["params"], step)
 
 
-def export(loaded: LoadedModel, directory: str) -> None:
+def export(loaded: LoadedModel, directory: str, format: str = "hf") -> None:  # noqa: A002
   """Writes `loaded` as an HF CLIPModel directory, with its tokenizer file."""
   import shutil
+  if format != "hf":
+    raise ValueError(f"export format {format!r}: only 'hf' (a transformers CLIPModel directory)")
   clip_weights.export_hf(jax.device_get(loaded.params), loaded.model_config,
                          loaded.tokenizer.vocab_size, loaded.tokenizer.context_length,
                          loaded.image_size, directory, eot_id=loaded.model.text.eot_id)

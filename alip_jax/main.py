@@ -4,13 +4,18 @@
       --config.train.steps=200
 
 Re-running the same command resumes from the newest checkpoint in --workdir.
+Installed, `alip-train` is the same command. `--config configs/X.py` falls
+back to the shipped copy of configs/X.py (the package alip_jax.configs) when
+the working directory has no such file, so it runs from any directory.
 """
+
+import sys
 
 from absl import app, flags
 import jax
 from ml_collections import config_flags
 
-from alip_jax import distributed, train
+from alip_jax import console, distributed, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:variant]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and eval.json.")
@@ -26,5 +31,10 @@ def main(argv):
     print(" ".join(f"{k}={v:.4f}" for k, v in result["eval"].items() if "R@" in k))
 
 
+def run():
+  """The `alip-train` console script."""
+  console.run_absl(main, __name__, console.with_packaged_config(sys.argv))
+
+
 if __name__ == "__main__":
-  app.run(main)
+  run()

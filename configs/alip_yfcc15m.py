@@ -18,7 +18,7 @@ import math
 import ml_collections
 
 from alip_jax.models import zoo
-from configs import demo
+from alip_jax.configs import demo
 
 NUM_PAIRS = 15_061_515  # YFCC15M as the official README reports it
 EPOCHS = 32

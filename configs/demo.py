@@ -112,8 +112,8 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
   c.eval.zeroshot = ""       # "cifar10:test,cifar100:test": zero-shot top-1/top-5/mean per class
   c.eval.linear_probe = ""   # "cifar10:train:test": logistic regression on frozen features
   c.eval.tfds_data_dir = ""  # '' = TFDS's default (~/tensorflow_datasets)
-  c.eval.classnames = ""     # class-name file; '' = configs/zeroshot/<name>_classes.txt or TFDS's
-  c.eval.templates = ""      # prompt templates; '' = configs/zeroshot/templates.txt
+  c.eval.classnames = ""     # class-name file; '' = the shipped <name>_classes.txt or TFDS's
+  c.eval.templates = ""      # prompt templates; '' = the shipped templates.txt
   c.eval.max_items = 0       # > 0: only the first N images of each TFDS split
 
   # Mesh axis sizes; -1 = all remaining devices. The batch is split over

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Sourced by launch/demo.sh and tests/run.sh: finds Python 3.12, makes .venv
-# (once) and installs the pinned requirements file given as $1.
+# (once), installs the pinned requirements file given as $1 and this checkout
+# as the editable package.
 # Set PYTHON=/path/to/python3.12 to choose the interpreter.
 
 # find_python 3.12 [PYTHON-override]: prints an interpreter of that version.
@@ -23,6 +24,19 @@ find_python312() {
   return 1
 }
 
+# install_package VENV: this checkout as the editable package alip-jax (console
+# scripts, alip_jax.configs); again only when pyproject.toml changed or the
+# venv's install points at another checkout.
+install_package() {
+  local venv="$1" stamp="$1/.alip_jax-pyproject.toml"
+  if cmp -s pyproject.toml "$stamp" && "$venv/bin/python" -c "import sys, alip_jax.configs as c
+sys.exit(c.__path__[0] != sys.argv[1])" "$PWD/configs" 2>/dev/null; then
+    return 0
+  fi
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e . &&
+    cp pyproject.toml "$stamp"
+}
+
 setup_venv() {
   local requirements="$1" venv="${VENV:-.venv}" start
   start=$(date +%s)
@@ -30,7 +44,8 @@ setup_venv() {
     "$(find_python312)" -m venv "$venv"
   fi
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
-  echo "install: $requirements into $venv in $(( $(date +%s) - start )) s" >&2
+  install_package "$venv"
+  echo "install: $requirements and alip_jax (editable) into $venv in $(( $(date +%s) - start )) s" >&2
   # shellcheck disable=SC1091
   source "$venv/bin/activate"
 }

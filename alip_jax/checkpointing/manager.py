@@ -9,6 +9,8 @@ sees finished ones.
 
 from __future__ import annotations
 
+import os
+
 import grain
 import orbax.checkpoint as ocp
 
@@ -16,7 +18,10 @@ from alip_jax import fileio
 
 
 def checkpoint_dir(workdir: str) -> str:
-  """Where a workdir's checkpoints live (Orbax writes gs:// paths itself)."""
+  """Where a workdir's checkpoints live (Orbax writes gs:// paths itself;
+  it refuses relative local ones, so `--workdir runs/x` is made absolute)."""
+  if not fileio.is_remote(workdir):
+    workdir = os.path.abspath(workdir)
   return fileio.join(workdir, "checkpoints")
 
 

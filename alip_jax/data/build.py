@@ -28,6 +28,7 @@ import argparse
 import collections
 import concurrent.futures
 import dataclasses
+import importlib.resources
 import itertools
 import json
 import logging
@@ -37,6 +38,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import zlib
 
@@ -244,10 +246,15 @@ def run_captioner(args, out: str) -> str:
              "--out", out, "--image_column", args.image_column, "--key_column", args.key_column,
              *itertools.chain.from_iterable(("--input", i) for i in args.input),
              *args.captioner_args.split()]
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get(
-      "PYTHONPATH")]))}
-  if subprocess.run(command, env=env).returncode != 0:
+  # That Python imports alip_jax through a directory holding only a link to
+  # the package: the package's parent may be a site-packages whose compiled
+  # modules belong to this Python.
+  with tempfile.TemporaryDirectory(prefix="alip_jax_path_") as path_dir:
+    os.symlink(str(importlib.resources.files("alip_jax")), os.path.join(path_dir, "alip_jax"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [path_dir, os.environ.get(
+        "PYTHONPATH")]))}
+    returncode = subprocess.run(command, env=env).returncode
+  if returncode != 0:
     raise RuntimeError(f"the captioner failed: {' '.join(command)} (it needs torch and "
                        f"transformers: set --captioner_python to a Python that has them)")
   return out

@@ -8,18 +8,13 @@ batch size) and returns a flat dict of numbers.
 from __future__ import annotations
 
 import logging
-import os
 
 import numpy as np
 
 from alip_jax.data import records
-from alip_jax.evaluation import classification, retrieval, tfds_sources
+from alip_jax.evaluation import classification, prompts, retrieval, tfds_sources
 
 log = logging.getLogger(__name__)
-
-ZEROSHOT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "configs", "zeroshot")
-DEFAULT_TEMPLATES = os.path.join(ZEROSHOT_DIR, "templates.txt")
 
 
 def run_retrieval(encode_image, encode_text, tokenizer, image_size: int, data_dir: str,
@@ -38,12 +33,17 @@ def run_retrieval(encode_image, encode_text, tokenizer, image_size: int, data_di
 
 def classnames_for(source: tfds_sources.ClassificationSource, classnames_file: str = "") -> list[str]:
   """The class names used in prompts: `classnames_file`, else
-  configs/zeroshot/<name>_classes.txt when we ship one, else TFDS's label names."""
-  shipped = os.path.join(ZEROSHOT_DIR, f"{source.name}_classes.txt")
-  path = classnames_file or (shipped if os.path.exists(shipped) else "")
-  names = tfds_sources.read_names(path) if path else source.classnames
+  <name>_classes.txt when we ship one (alip_jax/evaluation/prompts/), else
+  TFDS's label names."""
+  shipped = f"{source.name}_classes.txt"
+  if classnames_file:
+    names, origin = tfds_sources.read_names(classnames_file), classnames_file
+  elif (names := prompts.read(shipped)) is not None:
+    origin = f"alip_jax/evaluation/prompts/{shipped}"
+  else:
+    names, origin = source.classnames, f"TFDS's label names of {source.name}"
   if len(names) != len(source.classnames):
-    raise ValueError(f"{path}: {len(names)} class names, but {source.name} has "
+    raise ValueError(f"{origin}: {len(names)} class names, but {source.name} has "
                      f"{len(source.classnames)} classes")
   if tfds_sources.looks_like_ids(names):
     raise ValueError(f"{source.name}'s labels are WordNet ids, not words: pass a class-name "
@@ -55,13 +55,12 @@ def run_zeroshot(encode_image, encode_text, spec: str, image_size: int, batch_si
                  tfds_data_dir: str = "", classnames_file: str = "",
                  templates_file: str = "", max_items: int = 0) -> dict:
   """Zero-shot top-1/top-5/mean per-class accuracy on a TFDS split. Prompts:
-  `templates_file`, else configs/zeroshot/<name>_templates.txt when we ship
-  one, else configs/zeroshot/templates.txt."""
+  `templates_file`, else <name>_templates.txt when we ship one, else
+  templates.txt (both in alip_jax/evaluation/prompts/)."""
   source = tfds_sources.open_source(*tfds_sources.parse_spec(spec), data_dir=tfds_data_dir)
   names = classnames_for(source, classnames_file)
-  shipped = os.path.join(ZEROSHOT_DIR, f"{source.name}_templates.txt")
-  templates = tfds_sources.read_names(
-      templates_file or (shipped if os.path.exists(shipped) else DEFAULT_TEMPLATES))
+  templates = (tfds_sources.read_names(templates_file) if templates_file else
+               prompts.read(f"{source.name}_templates.txt") or prompts.read("templates.txt"))
   class_emb = classification.class_embeddings(lambda t: encode_text(t, batch_size), names,
                                               templates)
   image_emb, labels = tfds_sources.embed(lambda x: encode_image(x, batch_size), source.source,

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from alip_jax.data import pipeline
+from alip_jax.evaluation import prompts
 
 
 @dataclasses.dataclass
@@ -82,8 +83,8 @@ class _Fields:
 
 def read_names(path: str) -> list[str]:
   """One entry per line; blank lines and '#' comments are ignored."""
-  with open(path) as f:
-    return [line.strip() for line in f if line.strip() and not line.startswith("#")]
+  with open(path, encoding="utf-8") as f:
+    return prompts.parse_names(f.read())
 
 
 def looks_like_ids(classnames: list[str]) -> bool:
