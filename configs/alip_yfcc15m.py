@@ -1,4 +1,5 @@
-"""ALIP at paper scale: the official recipe on YFCC15M (spec §1.5 / §7).
+"""ALIP at paper scale: the official recipe on YFCC15M (docs/METHOD.md,
+"ALIP: the paper-scale recipe").
 
   python -m alip_jax.main --config configs/alip_yfcc15m.py:B/32 \
       --config.data.dir=/data/yfcc15m_triplets --workdir gs://bucket/alip_b32

@@ -64,7 +64,7 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
       momentum=0.99, init_mean=1.0, gamma_sample=2.0, gamma_pair=2.0,
       update_before_weights=True, normalization="mean_half",
       sample_gate=True, raw_pair_gate=True, caption_pair_gate=True))
-  # SoftCLIP is reconstructed: every unknown is here (spec §7 defaults).
+  # SoftCLIP is reconstructed: every unknown is here (docs/METHOD.md, "SoftCLIP").
   c.loss.softclip = ml_collections.ConfigDict(dict(
       target_source="own_modality", target_temperature=0.1, alpha=0.2, beta=1.0,
       keep_hard_clip=False))

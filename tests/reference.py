@@ -1,5 +1,5 @@
-"""NumPy references written from shared/specs/method-specs.md §1.4 (not from
-our JAX code), used by the loss tests."""
+"""NumPy references written from docs/METHOD.md (not from our JAX code), used
+by the loss tests."""
 
 import numpy as np
 
@@ -10,7 +10,7 @@ def logsumexp(a, axis):
 
 
 def infonce_terms(x, y, logit_scale):
-  """Step 7: ce_i2t[i] + ce_t2i[i] for logits = s·x yᵀ."""
+  """2·ℓ_i of docs/METHOD.md (Notation): ce_i2t[i] + ce_t2i[i] for logits = s·x yᵀ."""
   logits = np.exp(logit_scale) * x @ y.T
   diag = np.diag(logits)
   return (logsumexp(logits, 1) - diag) + (logsumexp(logits, 0) - diag)
@@ -81,7 +81,7 @@ def siglip(x, y, log_scale, bias):
 
 def softclip(x, y, log_scale, tau_s=0.1, alpha=0.2, beta=1.0, source="own_modality",
              targets_from=None):
-  """The §7 reconstruction: ½ mean KL(Y‖P) both ways + β·½ mean KL(Ȳ‖P̄).
+  """The reconstruction of docs/METHOD.md: ½ mean KL(Y‖P) both ways + β·½ mean KL(Ȳ‖P̄).
   The targets are stop-gradient: `targets_from=(x0, y0)` builds them from
   fixed embeddings (for finite differences); by default from x, y."""
   n = len(x)

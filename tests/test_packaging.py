@@ -151,3 +151,42 @@ def test_wheel_installs_and_its_commands_run_from_another_directory(tmp_path, ti
   assert train.returncode == 0, train.stderr[-3000:]
   assert "using the shipped" in train.stderr and "i2t_R@1=" in train.stdout
   assert os.path.isdir(elsewhere / "w" / "checkpoints" / "1")
+
+
+def github_anchor(heading: str) -> str:
+  """The anchor GitHub gives a markdown heading."""
+  return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_into_the_method_page_resolve():
+  method = os.path.join(ROOT, "docs", "METHOD.md")
+  with open(method) as f:
+    anchors = {github_anchor(line.lstrip("#")) for line in f if line.startswith("#")}
+  checked = 0
+  for path in [os.path.join(ROOT, "README.md"), *glob.glob(os.path.join(ROOT, "docs", "*.md"))]:
+    with open(path) as f:
+      text = f.read()
+    for target, anchor in re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", text):
+      if target.endswith("METHOD.md") or (not target and path == method):
+        assert anchor in anchors, f"{path}: no heading for #{anchor} in docs/METHOD.md"
+        checked += 1
+  assert checked >= 10
+
+
+def test_no_file_points_outside_the_repository():
+  """The method is documented in docs/METHOD.md: nothing may cite notes that
+  users who clone the repository do not have."""
+  banned = ("shared" + "/", "method" + "-specs")
+  skip = {".git", ".venv", ".venv-torch", "runs", "workdirs", "data_cache", "build", "dist",
+          "__pycache__", ".pytest_cache", "alip_jax.egg-info"}
+  for directory, subdirs, files in os.walk(ROOT):
+    subdirs[:] = [d for d in subdirs if d not in skip]
+    for name in files:
+      path = os.path.join(directory, name)
+      try:
+        with open(path, encoding="utf-8") as f:
+          text = f.read()
+      except (UnicodeDecodeError, OSError):
+        continue
+      for word in banned:
+        assert word not in text, f"{os.path.relpath(path, ROOT)} mentions {word!r}"

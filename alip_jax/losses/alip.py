@@ -1,7 +1,7 @@
 """ALIP: the gated bi-path contrastive loss (Yang et al., ICCV 2023).
 
-Default = the official code's procedure (deepglint/ALIP train.py/loss.py), as
-`shared/specs/method-specs.md` §1.4 and §7 fix it, step by step:
+Default = the official code's procedure (deepglint/ALIP train.py/loss.py),
+step by step (docs/METHOD.md, "ALIP", says why each choice and what differs):
 
 1. cosines per sample: S_tc = t·c, S_xt = x·t, S_xc = x·c (global batch);
 2. running means first: H ← m·H + (1−m)·mean(S), m = 0.99, H₀ = 1

@@ -1,8 +1,8 @@
 """SoftCLIP (Gao et al., AAAI 2024) — *reconstructed*, not checked against
-the paper (no full text or official code was available; see
-shared/specs/method-specs.md §2 and the project decisions in §7).
+the paper (no full text or official code was available; docs/METHOD.md,
+"SoftCLIP (reconstructed)", lists every choice).
 
-Every unknown is a config value (`config.loss.softclip`), defaults from §7:
+Every unknown is a config value (`config.loss.softclip`), with these defaults:
 
 * targets come from the stop-gradient intra-modal similarity of the model's
   own normalised embeddings — they stand in for the paper's fine-grained

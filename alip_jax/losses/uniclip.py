@@ -1,6 +1,6 @@
 """UniCLIP (Lee et al., NeurIPS 2022) — *reconstructed*, not checked against
-the paper (no full text or code was available; see
-shared/specs/method-specs.md §3 and the decisions in §7).
+the paper (no full text or code was available; docs/METHOD.md, "UniCLIP
+(reconstructed)", lists every choice).
 
 One universal space holds every view and text of the global batch: two
 augmented image views and the text(s) of each sample ([I1 | I2 | T…], 3N
