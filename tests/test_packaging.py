@@ -98,6 +98,13 @@ def test_prompts_are_read_from_the_package():
   assert templates and all("{}" in t for t in templates)
   assert len(prompts.read("cifar10_classes.txt")) == 10
   assert prompts.read("no_such_set_classes.txt") is None
+  # OpenAI's ImageNet prompts and names (as open_clip ships them), CIFAR-100's labels.
+  imagenet_templates = prompts.read("imagenet2012_templates.txt")
+  assert len(imagenet_templates) == 80 and all(t.count("{}") == 1 for t in imagenet_templates)
+  imagenet = prompts.read("imagenet2012_classes.txt")
+  assert len(imagenet) == 1000 and imagenet[:2] == ["tench", "goldfish"]
+  cifar100 = prompts.read("cifar100_classes.txt")
+  assert len(cifar100) == 100 and cifar100[1] == "aquarium fish" and cifar100[-1] == "worm"
   assert prompts.parse_names("# comment\n\n a {} \nb {}\n") == ["a {}", "b {}"]
 
 
