@@ -25,7 +25,7 @@ import jax
 import ml_collections
 
 from alip_jax import console, fileio, mesh as mesh_lib
-from alip_jax.evaluation import tasks
+from alip_jax.evaluation import suites, tasks
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (local or gs://).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Or: a path alip_jax.load reads.")
@@ -44,6 +44,13 @@ _TEMPLATES = flags.DEFINE_string("templates", None, "Prompt template file (defau
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Images (or texts) per forward pass.")
 _MAX_ITEMS = flags.DEFINE_integer("max_items", 0, "Evaluate only the first N images (0 = all).")
 _OUT = flags.DEFINE_string("out", None, "Results directory (default: <workdir>/eval).")
+_BENCHMARK = flags.DEFINE_enum(
+    "benchmark", None, list(suites.SUITES), "A suite of published benchmarks (core: zero-shot "
+    "ImageNet-1k, CIFAR-10/100; COCO and Flickr30k 5-caption retrieval), each set that is "
+    "prepared; --tasks then runs only when given.")
+_FLICKR30K_DIR = flags.DEFINE_string(
+    "flickr30k_dir", None, "Karpathy's dataset_flickr30k.json beside flickr30k-images/ "
+    "(default: <tfds_data_dir>/flickr30k).")
 
 
 def evaluate(model, tasks_to_run, eval_config, data_dir: str | None, data_split: str) -> dict:
@@ -99,7 +106,16 @@ def main(argv):
       (config.data.dir or os.path.join(_WORKDIR.value, "data")) if config is not None else None)
   split = _RETRIEVAL_SPLIT.value or (config.data.eval_split if config is not None else "test")
 
-  results = evaluate(model, _TASKS.value, eval_config, data_dir, split)
+  run_tasks = _TASKS.value if not _BENCHMARK.value or flags.FLAGS["tasks"].present else []
+  results = evaluate(model, run_tasks, eval_config, data_dir, split)
+  if _BENCHMARK.value:
+    found, skipped = suites.run_suite(
+        suites.SUITES[_BENCHMARK.value], model.encode_image, model.encode_text, model.tokenizer,
+        model.image_size, _BATCH_SIZE.value, eval_config.tfds_data_dir, _FLICKR30K_DIR.value or "",
+        _MAX_ITEMS.value)
+    results.update(found)
+    if skipped:
+      results["benchmark_skipped"] = skipped
   step = model.step if model.step is not None else 0
   results = {"step": step, "checkpoint": path, **results}
   if jax.process_index() == 0:
