@@ -34,9 +34,7 @@ def encode_text(tokens, batch_size):
 
 @pytest.fixture(scope="module")
 def tfds_dir(tmp_path_factory):
-  directory = str(tmp_path_factory.mktemp("tfds"))
-  tiny_coco_captions.build(directory)
-  return directory
+  return tiny_coco_captions.build(str(tmp_path_factory.mktemp("tfds")))
 
 
 @pytest.fixture(scope="module")

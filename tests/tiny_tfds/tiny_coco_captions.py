@@ -53,5 +53,6 @@ with tfds.core.registered.skip_registration():  # TFDS registers its own coco_ca
                       "captions": {"text": captions, "id": list(range(len(captions)))}}
 
 
-def build(data_dir: str) -> None:
+def build(data_dir: str) -> str:
   CocoCaptions(data_dir=data_dir, file_format="array_record").download_and_prepare()
+  return data_dir
