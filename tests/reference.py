@@ -10,7 +10,7 @@ def logsumexp(a, axis):
 
 
 def infonce_terms(x, y, logit_scale):
-  """2·ℓ_i of docs/METHOD.md (Notation): ce_i2t[i] + ce_t2i[i] for logits = s·x yᵀ."""
+  """2·nce_i of docs/METHOD.md (Notation): ce_i2t[i] + ce_t2i[i] for logits = s·x yᵀ."""
   logits = np.exp(logit_scale) * x @ y.T
   diag = np.diag(logits)
   return (logsumexp(logits, 1) - diag) + (logsumexp(logits, 0) - diag)
