@@ -35,6 +35,7 @@ from alip_jax.models import clip_weights, open_clip_format, two_towers, zoo
 
 FORMATS = ("hf", "open_clip")
 HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+PATH_LOSSES = ("clip", "siglip", "softclip", "uniclip")  # losses with a raw/caption/both choice
 
 
 def export(loaded, directory: str, format: str = "hf", repo_id: str | None = None) -> None:
@@ -114,13 +115,14 @@ def model_card(loaded, format: str, repo_id: str | None = None) -> str:
   image, text = zoo.image_tower(cfg.image), zoo.text_tower(cfg.text)
   tok = loaded.tokenizer
   num_params = sum(math.prod(np.shape(x)) for x in jax.tree.leaves(loaded.params))
-  name = repo_id or "this directory"
+  source = str(loaded.source)
+  source = source if source.startswith("hf-hub:") else os.path.basename(source.rstrip("/"))
   lines = ["---", f"library_name: {'transformers' if format == 'hf' else 'open_clip'}",
            "pipeline_tag: zero-shot-image-classification",
            "tags: [clip, alip, alip_jax, zero-shot-image-classification]", "---", "",
            f"# {repo_id or 'alip_jax model'}", "",
            f"A CLIP-style image–text dual encoder trained with alip_jax, exported from "
-           f"`{loaded.source}`" + (f" at step {loaded.step}" if loaded.step is not None else "")
+           f"`{source}`" + (f" at step {loaded.step}" if loaded.step is not None else "")
            + f" in {'transformers CLIPModel' if format == 'hf' else 'open_clip'} format.", "",
            "## Model", "", "| | image tower | text tower |", "|---|---|---|",
            f"| width | {image['width']} | {text['width']} |",
@@ -132,9 +134,10 @@ def model_card(loaded, format: str, repo_id: str | None = None) -> str:
            f"{num_params / 1e6:.2f} M parameters, logit scale {loaded.logit_scale:.2f}.", ""]
   lines += ["## Training", ""]
   if config is None:
-    lines += [f"Weights imported from `{loaded.source}`; their training is not recorded here.", ""]
+    lines += [f"Weights imported from `{source}`; their training is not recorded here.", ""]
   else:
-    loss = config.loss.name + (f" ({config.loss.path} text)" if "path" in config.loss else "")
+    loss = config.loss.name + (f" on {config.loss.path} text" if config.loss.name in PATH_LOSSES
+                               and "path" in config.loss else "")
     lines += [f"- loss: {loss}",
               f"- steps: {config.train.steps}, global batch {config.train.batch_size}",
               f"- optimiser: AdamW, lr {config.optim.lr}, schedule {config.optim.schedule}, "

@@ -3,9 +3,9 @@
 cache. Offline (HF_HUB_OFFLINE=1) the cache alone answers; HF_HUB_CACHE
 says where it is (default ~/.cache/huggingface/hub).
 
-Only what loading reads is fetched: the JSON configs, safetensors weights
-(one file or shards) and tokenizer files; PyTorch `.bin` weights only when a
-repository has no safetensors.
+Only what loading reads is fetched: the JSON configs and tokenizer files,
+and one set of weights, the first a repository has of: transformers'
+safetensors (one file or shards), open_clip's safetensors, PyTorch `.bin`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import json
 import os
 
 PREFIX = "hf-hub:"
-FILES = ["*.json", "*.safetensors", "tokenizer.model", "*.txt"]
-BIN_FILES = ["*.json", "pytorch_model*.bin", "open_clip_pytorch_model.bin"]
+CONFIG_FILES = ["*.json", "tokenizer.model"]
+WEIGHT_CHOICES = (["model.safetensors", "model-*-of-*.safetensors"], ["open_clip_model.safetensors"],
+                  ["pytorch_model.bin", "pytorch_model-*-of-*.bin"], ["open_clip_pytorch_model.bin"])
 
 
 def is_hub_name(name) -> bool:
@@ -31,9 +32,11 @@ def download(name: str) -> str:
   if repo_id.count("/") != 1:
     raise ValueError(f"{name!r}: write hf-hub:ORG/NAME (optionally @REVISION)")
   try:
-    path = snapshot_download(repo_id, revision=revision or None, allow_patterns=FILES)
-    if not glob.glob(os.path.join(path, "*.safetensors")):
-      path = snapshot_download(repo_id, revision=revision or None, allow_patterns=BIN_FILES)
+    for weights in WEIGHT_CHOICES:
+      path = snapshot_download(repo_id, revision=revision or None,
+                               allow_patterns=CONFIG_FILES + weights)
+      if any(glob.glob(os.path.join(path, pattern)) for pattern in weights):
+        break
   except (LocalEntryNotFoundError, HfHubHTTPError) as e:
     from huggingface_hub import constants
     raise FileNotFoundError(
