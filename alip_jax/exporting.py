@@ -104,7 +104,8 @@ def _metric_rows(metrics: dict) -> list[str]:
   for name, value in sorted(metrics.items()):
     if not isinstance(value, (int, float)):
       continue
-    percent = isinstance(value, float) and any(k in name for k in ("R@", "top", "accuracy", "per_class"))
+    percent = isinstance(value, float) and any(
+        k in name for k in ("R@", "top", "accuracy", "per_class"))
     rows.append(f"| {name} | {100 * value:.2f} % |" if percent else f"| {name} | {value:.4g} |")
   return rows
 
@@ -136,13 +137,14 @@ def model_card(loaded, format: str, repo_id: str | None = None) -> str:
   if config is None:
     lines += [f"Weights imported from `{source}`; their training is not recorded here.", ""]
   else:
+    data = os.path.basename(str(config.data.dir).rstrip("/")) or "the embedded synthetic corpus"
     loss = config.loss.name + (f" on {config.loss.path} text" if config.loss.name in PATH_LOSSES
                                and "path" in config.loss else "")
     lines += [f"- loss: {loss}",
               f"- steps: {config.train.steps}, global batch {config.train.batch_size}",
               f"- optimiser: AdamW, lr {config.optim.lr}, schedule {config.optim.schedule}, "
               f"weight decay {config.optim.weight_decay}",
-              f"- data: `{os.path.basename(str(config.data.dir).rstrip('/')) or 'the embedded synthetic corpus'}`, "
+              f"- data: `{data}`, "
               f"images {config.data.image_size} px, text {config.data.context_length} tokens",
               f"- seed {config.seed}; the whole config is `config.json` of the training workdir", ""]
   step, metrics = _eval_results(loaded)

@@ -21,12 +21,14 @@ import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
-from alip_jax import accumulation, checkpointing, fileio, hub, losses, mesh as mesh_lib, monitoring, optim
+from alip_jax import accumulation, checkpointing, fileio, losses, mesh as mesh_lib, monitoring, optim
+from alip_jax import hub
 from alip_jax.data import pipeline, records, synthetic
 from alip_jax.data.tokenizer import SOT_ID, EOT_ID, HFTokenizer, Tokenizer
 from alip_jax.evaluation import retrieval, tasks as eval_tasks
 from alip_jax.losses import alip
-from alip_jax.models import clip_weights, open_clip_format, transformer, two_towers
+from alip_jax.models import clip_weights, transformer, two_towers
+from alip_jax.models import open_clip_format
 
 log = logging.getLogger(__name__)
 

@@ -102,11 +102,13 @@ def test_tokenizer_json_gives_our_ids(tiny_corpus, tmp_path):
   from alip_jax.data.tokenizer import HFTokenizer
   hf = HFTokenizer(str(tmp_path / "tokenizer.json"), context_length=16)
   assert (hf.sot_id, hf.eot_id, hf.vocab_size) == (2, 3, ours.vocab_size)
-  np.testing.assert_array_equal(hf.encode_batch(TEXTS + fuzz[:50]), ours.encode_batch(TEXTS + fuzz[:50]))
+  some = TEXTS + fuzz[:50]
+  np.testing.assert_array_equal(hf.encode_batch(some), ours.encode_batch(some))
 
 
 # ---------------------------------------------------------------- exports
 
+@pytest.mark.slow
 @needs_torch
 def test_hf_export_through_transformers(trained, tmp_path):
   """AutoProcessor, CLIPModel and the zero-shot pipeline on our HF export,
@@ -176,12 +178,18 @@ def random_model(act="gelu", logit_bias=False):
     tokens[i, 0], tokens[i, 1:n + 1], tokens[i, n + 1] = 2, np.arange(4, 4 + n) % 64, 3
   images = np.random.default_rng(1).normal(size=(4, 32, 32, 3)).astype(np.float32)
   import flax.linen as nn
-  params = nn.unbox(model.init(jax.random.key(3), images, {"raw": tokens})["params"])
-  params = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.key(x.size), x.shape),
+  params = nn.unbox(jax.jit(model.init)(jax.random.key(3), images, {"raw": tokens})["params"])
+  rng = np.random.default_rng(2)  # numpy: one jax op per leaf compiles once per shape
+  params = jax.tree.map(lambda x: np.asarray(x) + 0.05 * rng.normal(size=x.shape).astype(np.float32),
                         params)
-  image = np.asarray(model.apply({"params": params}, images, method=model.encode_image))
-  text = np.asarray(model.apply({"params": params}, tokens, method=model.encode_text))
-  return cfg, params, images, tokens, image, text
+  image, text = encoders(model)(params, images, tokens)
+  return cfg, params, images, tokens, np.asarray(image), np.asarray(text)
+
+
+def encoders(model):
+  """(params, images, tokens) → (image, text embeddings), compiled once."""
+  return jax.jit(lambda p, x, t: (model.apply({"params": p}, x, method=model.encode_image),
+                                  model.apply({"params": p}, t, method=model.encode_text)))
 
 
 @pytest.mark.parametrize("act", ["gelu", "quick_gelu"])
@@ -192,13 +200,12 @@ def test_open_clip_export_loads_back(tmp_path, act):
   got, model_cfg, sizes = open_clip_format.load(out)
   assert model_cfg.act == act and model_cfg.text.heads == 4 and model_cfg.image.heads == 4
   assert sizes == dict(vocab_size=64, context_length=16, image_size=32)
-  model = two_towers.from_config(model_cfg, 64, 16)
-  np.testing.assert_allclose(model.apply({"params": got}, images, method=model.encode_image),
-                             image, atol=2e-6)
-  np.testing.assert_allclose(model.apply({"params": got}, tokens, method=model.encode_text),
-                             text, atol=2e-6)
+  got_image, got_text = encoders(two_towers.from_config(model_cfg, 64, 16))(got, images, tokens)
+  np.testing.assert_allclose(got_image, image, atol=2e-6)
+  np.testing.assert_allclose(got_text, text, atol=2e-6)
 
 
+@pytest.mark.slow
 @needs_torch
 def test_open_clip_export_in_torch(trained, tmp_path):
   """The open_clip export: its config against open_clip's schema and its
@@ -285,6 +292,7 @@ def shard(directory, parts=2):
     json.dump({"metadata": {}, "weight_map": weight_map}, f)
 
 
+@pytest.mark.slow
 def test_load_from_the_hub_cache_offline(trained, tmp_path):
   """alip_jax.load('hf-hub:…') in a fresh process with HF_HUB_OFFLINE=1 and
   HF_HUB_CACHE pointing at a cache holding a sharded export."""

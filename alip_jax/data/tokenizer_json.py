@@ -8,10 +8,16 @@ before every word) as Strip + Replace + Metaspace. SOT/EOT come from a
 template post-processor, so `tokenizer(texts, padding='max_length',
 truncation=True, max_length=L)` gives our fixed-length rows, also when a text
 is truncated (EOT stays last). Unknown characters map to <unk> (id 1), a run
-of them to one <unk>, as SentencePiece does. One difference stays: the
-special pieces written literally in a text ("<s>", "</s>", "<pad>",
-"<unk>") are split into characters by SentencePiece and matched as the
-special token by transformers.
+of them to one <unk>, as SentencePiece does.
+
+Two differences stay. `Precompiled` maps a whole grapheme by its first
+character's rule and drops the rest (huggingface/tokenizers#2116), where
+SentencePiece maps character by character: an NFC pass first composes what
+can be composed, but a combining mark after a character the map rewrites
+and that has no composed form (an upper-case X + U+0301, a no-break space +
+a mark) is lost. And the special pieces written literally in a text ("<s>",
+"</s>", "<pad>", "<unk>") are split into characters by SentencePiece and
+matched as the special token by transformers.
 """
 
 from __future__ import annotations
