@@ -147,7 +147,10 @@ def load(path: str, step: int | None = None, mesh=None, tokenizer: str | None = 
     params, model_cfg, sizes = clip_weights.load_openai(path)
     return _from_weights(params, model_cfg, sizes, tokenizer, mesh, source)
   if not os.path.exists(os.path.join(path, "config.json")):
-    params, model_cfg, sizes = open_clip_format.load(path)  # or says what the directory lacks
+    if not os.path.exists(os.path.join(path, open_clip_format.CONFIG_FILE)):
+      raise FileNotFoundError(f"{path} has no config.json (a training workdir, an HF CLIP "
+                              f"directory) nor {open_clip_format.CONFIG_FILE} (an open_clip one)")
+    params, model_cfg, sizes = open_clip_format.load(path)
     return _from_weights(params, model_cfg, sizes, tokenizer or _find_tokenizer(path), mesh, source)
   with open(os.path.join(path, "config.json")) as f:
     config = json.load(f)
