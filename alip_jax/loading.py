@@ -7,7 +7,10 @@
 
 `path` may be a training workdir (newest checkpoint, or `step=`), one of its
 checkpoints (`<workdir>/checkpoints/<step>`), an HF `CLIPModel` directory
-(ours exported, or transformers'), or an OpenAI / open_clip state-dict file.
+(ours exported, or transformers'; one weights file or shards), an open_clip
+model directory (open_clip_config.json), a model on the Hugging Face Hub
+('hf-hub:org/name', through huggingface_hub's cache: alip_jax/hub.py), or an
+OpenAI / open_clip state-dict file.
 Only the parameters are read (no optimiser state, no data paths); they are
 placed on `mesh` (default: one device) with the training sharding rules.
 A workdir (or one of its checkpoints) may be in a bucket: gs://…
@@ -26,11 +29,15 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from alip_jax import fileio, mesh as mesh_lib
+from alip_jax import fileio, hub, mesh as mesh_lib
 from alip_jax.data.tokenizer import HFTokenizer, Tokenizer
-from alip_jax.models import clip_weights, two_towers
+from alip_jax.models import clip_weights, open_clip_format, two_towers
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")  # the trainer copies one into its workdir
+# The trainer copies one into its workdir; our exports hold both (the
+# SentencePiece model is the exact one), transformers' CLIP tokenizer.json.
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
+MIN_BUCKET = 8  # the smallest padded batch the encoders are compiled for
+DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
 
 @dataclasses.dataclass
@@ -43,6 +50,8 @@ class LoadedModel:
   mesh: jax.sharding.Mesh
   param_sharding: Any  # NamedShardings of `params` on `mesh`
   step: int | None = None
+  source: str | None = None  # what `load` was given (a workdir: its eval.json feeds model cards)
+  config: ml_collections.ConfigDict | None = None  # the training config, for workdirs
 
   def __post_init__(self):
     from alip_jax import train
@@ -55,17 +64,29 @@ class LoadedModel:
     return float(np.exp(np.asarray(self.params["logit_scale"])))
 
   def preprocess(self, image) -> np.ndarray:
-    """PIL image or path → uint8 [S, S, 3]: RGB, shorter side to S, centre crop."""
+    """PIL image or path → uint8 [S, S, 3]: decoded as the training data is
+    (a file: EXIF orientation; transparency onto white; RGB), shorter side
+    to S, centre crop."""
+    from alip_jax.data import web
     from alip_jax.data.pipeline import eval_image
     if not isinstance(image, Image.Image):
-      image = Image.open(image)
-    return eval_image(image.convert("RGB"), self.image_size)
+      with open(image, "rb") as f:
+        image = web.load_image(f.read())
+    return eval_image(web.to_rgb(image), self.image_size)
+
+  def bucket(self, n: int, batch_size: int) -> int:
+    """The padded batch for `n` items: the next power of two from MIN_BUCKET
+    up to `batch_size`, a multiple of the mesh's batch ways. So any mix of
+    request sizes compiles each encoder a few times (log2 of the batch
+    size), not once per new size."""
+    size = min(max(MIN_BUCKET, 1 << max(n - 1, 0).bit_length()), max(batch_size, n))
+    return -(-size // self._ways) * self._ways
 
   def _run(self, fn, x, batch_size):
     out = []
     for start in range(0, len(x), batch_size):
       chunk = x[start:start + batch_size]
-      padded = -len(chunk) % self._ways  # the batch axes must divide the batch
+      padded = self.bucket(len(chunk), batch_size) - len(chunk)
       chunk = np.concatenate([chunk, np.repeat(chunk[-1:], padded, 0)]) if padded else chunk
       out.append(mesh_lib.to_host(fn(self.params, chunk))[:len(chunk) - padded])
     return np.concatenate(out) if out else np.zeros((0, self.model_config.embed_dim), np.float32)
@@ -79,6 +100,19 @@ class LoadedModel:
     """list of str, or int tokens [B, L] → L2-normalised float32 [B, D]."""
     tokens = self.tokenizer.encode_batch(list(texts)) if not isinstance(texts, np.ndarray) else texts
     return self._run(self._encode_text, tokens, batch_size)
+
+  def zero_shot(self, images, classnames, templates=DEFAULT_TEMPLATES) -> np.ndarray:
+    """Class probabilities [N, C] for `images` (PIL images, paths, or an
+    array as `encode_image` takes) over `classnames`, the CLIP way: each
+    class is the mean of its prompts' embeddings ("a photo of a {}."), the
+    logits are the cosines times the model's logit scale."""
+    from alip_jax.evaluation.classification import class_embeddings
+    if not isinstance(images, np.ndarray):
+      images = np.stack([self.preprocess(x) for x in images])
+    classes = class_embeddings(self.encode_text, list(classnames), list(templates))
+    logits = self.logit_scale * self.encode_image(images) @ classes.T
+    logits = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return logits / logits.sum(axis=-1, keepdims=True)
 
 
 def _param_sharding(model, image_size: int, context_length: int, mesh):
@@ -99,6 +133,9 @@ def load(path: str, step: int | None = None, mesh=None, tokenizer: str | None = 
   """See the module docstring. `tokenizer` overrides the tokenizer file
   (tokenizer.model for SentencePiece, tokenizer.json for HF BPE)."""
   mesh = mesh or _default_mesh()
+  source = str(path)
+  if hub.is_hub_name(path):
+    path = hub.download(path)
   path = str(path).rstrip("/") if fileio.is_remote(path) else os.path.abspath(path)
   parent, name = path.rsplit("/", 1)
   if parent.endswith("/checkpoints") and name.isdigit():
@@ -108,13 +145,18 @@ def load(path: str, step: int | None = None, mesh=None, tokenizer: str | None = 
     return _from_workdir(path, ml_collections.ConfigDict(config), step, tokenizer, mesh)
   if os.path.isfile(path):
     params, model_cfg, sizes = clip_weights.load_openai(path)
-    return _from_weights(params, model_cfg, sizes, tokenizer, mesh)
+    return _from_weights(params, model_cfg, sizes, tokenizer, mesh, source)
+  if not os.path.exists(os.path.join(path, "config.json")):
+    if not os.path.exists(os.path.join(path, open_clip_format.CONFIG_FILE)):
+      raise FileNotFoundError(f"{path} has no config.json (a training workdir, an HF CLIP "
+                              f"directory) nor {open_clip_format.CONFIG_FILE} (an open_clip one)")
+    params, model_cfg, sizes = open_clip_format.load(path)
+    return _from_weights(params, model_cfg, sizes, tokenizer or _find_tokenizer(path), mesh, source)
   with open(os.path.join(path, "config.json")) as f:
     config = json.load(f)
   if config.get("model_type") == "clip":
     params, model_cfg, sizes = clip_weights.load_hf(path)
-    tokenizer = tokenizer or _find_tokenizer(path)
-    return _from_weights(params, model_cfg, sizes, tokenizer, mesh)
+    return _from_weights(params, model_cfg, sizes, tokenizer or _find_tokenizer(path), mesh, source)
   return _from_workdir(path, ml_collections.ConfigDict(config), step, tokenizer, mesh)
 
 
@@ -138,12 +180,12 @@ def make_tokenizer(path: str | None, context_length: int):
   return Tokenizer(path, context_length)
 
 
-def _from_weights(params, model_cfg, sizes, tokenizer_path, mesh) -> LoadedModel:
+def _from_weights(params, model_cfg, sizes, tokenizer_path, mesh, source) -> LoadedModel:
   tok = make_tokenizer(tokenizer_path, sizes["context_length"])
   model = two_towers.from_config(model_cfg, sizes["vocab_size"], sizes["context_length"])
   sharding = _param_sharding(model, sizes["image_size"], sizes["context_length"], mesh)
   return LoadedModel(model, jax.device_put(params, sharding), model_cfg, tok,
-                     sizes["image_size"], mesh, sharding)
+                     sizes["image_size"], mesh, sharding, source=source)
 
 
 def _from_workdir(workdir, config, step, tokenizer_path, mesh) -> LoadedModel:
@@ -164,16 +206,4 @@ def _from_workdir(workdir, config, step, tokenizer_path, mesh) -> LoadedModel:
     state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
   manager.close()
   return LoadedModel(model, state["params"], config.model, tok, config.data.image_size, mesh,
-                     state_sharding["params"], step)
-
-
-def export(loaded: LoadedModel, directory: str, format: str = "hf") -> None:  # noqa: A002
-  """Writes `loaded` as an HF CLIPModel directory, with its tokenizer file."""
-  import shutil
-  if format != "hf":
-    raise ValueError(f"export format {format!r}: only 'hf' (a transformers CLIPModel directory)")
-  clip_weights.export_hf(jax.device_get(loaded.params), loaded.model_config,
-                         loaded.tokenizer.vocab_size, loaded.tokenizer.context_length,
-                         loaded.image_size, directory, eot_id=loaded.model.text.eot_id)
-  source = getattr(loaded.tokenizer, "tokenizer_json", None) or loaded.tokenizer.model_path
-  shutil.copy(source, os.path.join(directory, os.path.basename(source)))
+                     state_sharding["params"], step, source=workdir, config=config)

@@ -22,11 +22,13 @@ import optax
 from jax.experimental import multihost_utils
 
 from alip_jax import accumulation, checkpointing, fileio, losses, mesh as mesh_lib, monitoring, optim
+from alip_jax import hub
 from alip_jax.data import pipeline, records, synthetic
 from alip_jax.data.tokenizer import SOT_ID, EOT_ID, HFTokenizer, Tokenizer
 from alip_jax.evaluation import retrieval, tasks as eval_tasks
 from alip_jax.losses import alip
 from alip_jax.models import clip_weights, transformer, two_towers
+from alip_jax.models import open_clip_format
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +63,13 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> str:
 
 def make_model_and_tokenizer(config, data_dir):
   """The tokenizer is the data's SentencePiece model, or, when starting from
-  HF CLIP weights (`init_from='hf:DIR'`), DIR/tokenizer.json if it exists."""
-  init_kind, _, init_path = config.get("init_from", "").partition(":")
-  hf_json = os.path.join(init_path, "tokenizer.json")
-  if init_kind == "hf" and os.path.exists(hf_json):
+  exported weights (`init_from='hf:DIR'`, 'open_clip:DIR', 'hf-hub:…'), the
+  one in DIR: tokenizer.model (our exports) or tokenizer.json (transformers')."""
+  init_kind, init_path = hub.resolve_init_from(config.get("init_from", ""))
+  sp_model, hf_json = (os.path.join(init_path, f) for f in ("tokenizer.model", "tokenizer.json"))
+  if init_kind in ("hf", "open_clip") and os.path.exists(sp_model):
+    tokenizer = Tokenizer(sp_model, config.data.context_length)
+  elif init_kind in ("hf", "open_clip") and os.path.exists(hf_json):
     tokenizer = HFTokenizer(hf_json, config.data.context_length)
   else:
     tokenizer = Tokenizer(os.path.join(data_dir, "tokenizer.model"), config.data.context_length)
@@ -140,18 +145,22 @@ def make_train_step(model, config, tx):
 
 
 def imported_params(config, fresh_params):
-  """`config.init_from` = 'hf:DIR' (HF CLIPModel) or 'openai:FILE' (OpenAI /
-  open_clip state dict) → `fresh_params` with every tower weight replaced by
-  the imported one, as a host array (heads the checkpoint lacks, e.g. a
+  """`config.init_from` = 'hf:DIR' (HF CLIPModel), 'open_clip:DIR' (open_clip
+  model directory), 'hf-hub:ORG/NAME' (either, from the Hugging Face Hub) or
+  'openai:FILE' (OpenAI / open_clip state dict) → `fresh_params` with every
+  tower weight replaced by the imported one, as a host array (heads the checkpoint lacks, e.g. a
   SigLIP bias, keep their fresh value). Only shapes of `fresh_params` are
   read. The config's towers must match the checkpoint's."""
-  kind, _, path = config.init_from.partition(":")
+  kind, path = hub.resolve_init_from(config.init_from)
   if kind == "hf":
     imported, model_cfg, _ = clip_weights.load_hf(path)
+  elif kind == "open_clip":
+    imported, model_cfg, _ = open_clip_format.load(path)
   elif kind == "openai":
     imported, model_cfg, _ = clip_weights.load_openai(path, act=config.model.act)
   else:
-    raise ValueError(f"config.init_from must be 'hf:DIR' or 'openai:FILE', got {config.init_from!r}")
+    raise ValueError(f"config.init_from must be 'hf:DIR', 'open_clip:DIR', 'hf-hub:ORG/NAME' or "
+                     f"'openai:FILE', got {config.init_from!r}")
   if model_cfg.act != config.model.act:
     raise ValueError(f"{path} was trained with act={model_cfg.act!r} but config.model.act="
                      f"{config.model.act!r}; set --config.model.act={model_cfg.act}")

@@ -5,7 +5,8 @@
       --config.data.dir=/data/yfcc15m_triplets --workdir gs://bucket/alip_b32
 
 The argument picks the image tower ('B/32' as in the paper's Tables 1–4,
-'B/16', 'L/14'); the text tower is CLIP's ('B', or 'L' with L/14). The
+'B/16', 'L/14', or open_clip's names 'ViT-B-32', 'ViT-B-16', 'ViT-L-14');
+the text tower is CLIP's ('B', or 'L' with L/14). The
 data directory holds ArrayRecord triplet shards and tokenizer.model
 (docs/DATA.md). Everything else follows the official code: AdamW(0.9, 0.98)
 lr 1e-3 with one-cycle, weight decay 0.2 on every parameter, global batch
@@ -35,8 +36,8 @@ def get_config(image: str = "B/32") -> ml_collections.ConfigDict:
 
   # Towers by name (alip_jax/models/zoo.py); compute in bfloat16.
   c.model = ml_collections.ConfigDict(dict(
-      image=image, text="L" if image == "L/14" else "B", embed_dim=zoo.EMBED_DIMS[image],
-      dtype="bfloat16", remat="none", scan=False, act="gelu", attention=""))
+      **zoo.clip_model(image), dtype="bfloat16", remat="none", scan=False, act="gelu",
+      attention=""))
 
   c.loss.chunked = "auto"
 

@@ -25,7 +25,8 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
     raise ValueError(f"configs/demo.py variant must be one of {VARIANTS}, got {variant!r}")
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.init_from = ""  # "hf:DIR" (HF CLIPModel) or "openai:FILE" (OpenAI / open_clip weights)
+  # "hf:DIR" (HF CLIPModel), "open_clip:DIR", "hf-hub:ORG/NAME" or "openai:FILE" (a state dict)
+  c.init_from = ""
 
   c.data = ml_collections.ConfigDict()
   c.data.dir = ""            # "" = <workdir>/data

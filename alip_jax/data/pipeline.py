@@ -160,11 +160,17 @@ def train_image(image: Image.Image, size: int, rng: np.random.Generator,
   return np.asarray(image, np.uint8), aug
 
 
+EVAL_RESAMPLE = Image.Resampling.BICUBIC  # as CLIP; exports write it into their preprocessing
+
+
 def eval_image(image: Image.Image, size: int) -> np.ndarray:
   """Resize the shorter side to `size`, centre-crop (bicubic, as CLIP)."""
-  scale = size / min(image.width, image.height)
-  w, h = max(size, round(image.width * scale)), max(size, round(image.height * scale))
-  image = image.resize((w, h), Image.Resampling.BICUBIC)
+  # The long side truncated, as transformers' and torchvision's resize
+  # compute it: their preprocessing of an export then sees the same pixels.
+  short, long = sorted((image.width, image.height))
+  new_long = int(size * long / short)
+  w, h = (size, new_long) if image.width <= image.height else (new_long, size)
+  image = image.resize((w, h), EVAL_RESAMPLE)
   left, top = (w - size) // 2, (h - size) // 2
   return np.asarray(image.crop((left, top, left + size, top + size)), np.uint8)
 

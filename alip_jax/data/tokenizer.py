@@ -11,6 +11,8 @@ the id order.
 from __future__ import annotations
 
 import io
+import json
+import os
 from typing import Iterable
 
 import numpy as np
@@ -82,16 +84,35 @@ class Tokenizer:
     self.__init__(state["model_path"], state["context_length"])
 
 
+def _special_tokens(tokenizer_config: str) -> dict:
+  """{name: token string} from a transformers tokenizer_config.json, if any."""
+  if not os.path.exists(tokenizer_config):
+    return {}
+  with open(tokenizer_config) as f:
+    config = json.load(f)
+  # A token is a string or, in older files, {"content": ...}.
+  return {k: v["content"] if isinstance(v, dict) else v for k, v in config.items()
+          if k in ("bos_token", "eos_token") and v}
+
+
 class HFTokenizer:
-  """A HF `tokenizers` tokenizer.json (CLIP's BPE) with the same fixed-length
-  encoding and interface as `Tokenizer`: [SOT, ids…, EOT, 0, …, 0], pooled
-  at EOT. CLIP's normaliser (lower-casing, whitespace) is in the JSON."""
+  """A HF `tokenizers` tokenizer.json (CLIP's BPE, or our SentencePiece
+  model converted by `tokenizer_json`) with the same fixed-length encoding
+  and interface as `Tokenizer`: [SOT, ids…, EOT, 0, …, 0], pooled at EOT.
+  The normaliser (CLIP's lower-casing, SentencePiece's NFKC) is in the JSON."""
 
   def __init__(self, tokenizer_json: str, context_length: int = 77,
-               sot_token: str = "<|startoftext|>", eot_token: str = "<|endoftext|>"):
+               sot_token: str | None = None, eot_token: str | None = None):
     from tokenizers import Tokenizer as _HF
     self.tokenizer_json, self.context_length = tokenizer_json, context_length
     self._tok = _HF.from_file(tokenizer_json)
+    self._tok.no_padding()  # a tokenizer.json may pad/truncate itself; we do it here
+    self._tok.no_truncation()
+    # SOT/EOT: given, else tokenizer_config.json's bos/eos (our exports of a
+    # SentencePiece model: <s>, </s>), else CLIP's.
+    special = _special_tokens(os.path.join(os.path.dirname(tokenizer_json), "tokenizer_config.json"))
+    sot_token = sot_token or special.get("bos_token", "<|startoftext|>")
+    eot_token = eot_token or special.get("eos_token", "<|endoftext|>")
     self.sot_id, self.eot_id = self._tok.token_to_id(sot_token), self._tok.token_to_id(eot_token)
     if self.sot_id is None or self.eot_id is None:
       raise ValueError(f"{tokenizer_json} has no {sot_token!r} / {eot_token!r} tokens")

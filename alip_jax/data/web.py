@@ -69,6 +69,13 @@ def load_image(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int = 0) -> 
     image.draft("RGB", (math.ceil(image.width * scale), math.ceil(image.height * scale)))
   if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
     image = ImageOps.exif_transpose(image)
+  image.load()  # forces the full decode: catches truncation here
+  return to_rgb(image)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+  """A decoded image → 8-bit RGB: 16-bit samples scaled, transparency
+  composited onto white (as transformers' CLIP preprocessing does too)."""
   if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit / 32-bit grayscale
     values = np.asarray(image, np.float32)
     scale = 257.0 if image.mode != "F" or values.max() > 255 else 1.0
@@ -76,7 +83,6 @@ def load_image(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int = 0) -> 
   if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
     rgba = image.convert("RGBA")
     image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-  image.load()  # forces the full decode: catches truncation here
   return image if image.mode == "RGB" else image.convert("RGB")
 
 

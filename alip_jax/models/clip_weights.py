@@ -25,16 +25,21 @@ log = logging.getLogger(__name__)
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors",
                 "open_clip_pytorch_model.bin")
+SHARD_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
 # ---------------------------------------------------------------- reading
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
-  """A directory (first of WEIGHT_FILES found) or a weights file → numpy arrays."""
+  """A directory (first of WEIGHT_FILES found, else a sharded checkpoint's
+  SHARD_INDEXES) or a weights file → numpy arrays."""
   if os.path.isdir(path):
-    found = [os.path.join(path, f) for f in WEIGHT_FILES if os.path.exists(os.path.join(path, f))]
+    found = [os.path.join(path, f) for f in WEIGHT_FILES + SHARD_INDEXES
+             if os.path.exists(os.path.join(path, f))]
     if not found:
-      raise FileNotFoundError(f"{path} holds none of {WEIGHT_FILES}")
+      raise FileNotFoundError(f"{path} holds none of {WEIGHT_FILES + SHARD_INDEXES}")
+    if found[0].endswith(".index.json"):
+      return read_sharded(found[0])
     path = found[0]
   if path.endswith(".safetensors"):
     from safetensors.numpy import load_file
@@ -49,6 +54,24 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
   state = state.get("state_dict", state)
   return {k.removeprefix("module."): v.float().numpy() if v.is_floating_point() else v.numpy()
           for k, v in state.items()}
+
+
+def read_sharded(index_path: str) -> dict[str, np.ndarray]:
+  """A sharded HF checkpoint (its index maps each weight to a shard file)."""
+  with open(index_path) as f:
+    weight_map = json.load(f)["weight_map"]
+  state = {}
+  for shard in sorted(set(weight_map.values())):
+    shard_path = os.path.join(os.path.dirname(index_path), shard)
+    if not os.path.exists(shard_path):
+      raise FileNotFoundError(f"{index_path} names the shard {shard}, which is not there: "
+                              f"download every shard of the checkpoint")
+    state.update(read_state_dict(shard_path))
+  missing = sorted(set(weight_map) - set(state))
+  if missing:
+    raise ValueError(f"{index_path}: {len(missing)} weights are not in the shards the index "
+                     f"names, e.g. {missing[:3]}")
+  return state
 
 
 # ---------------------------------------------------------------- HF CLIPModel

@@ -1,7 +1,9 @@
 """Named tower sizes: the CLIP family and the tiny ones the tests use.
 
-A config picks towers by name (`model.image = 'B/16'`, `model.text = 'B'`)
-or gives the numbers as a dict (`dict(patch_size=8, width=96, depth=2,
+A config picks towers by name (`model.image = 'B/16'`, `model.text = 'B'`;
+open_clip's model names 'ViT-B-32', 'ViT-B-16', 'ViT-L-14' work for both
+towers, and `clip_model(name)` gives the whole `model` entry with CLIP's
+embedding width) or gives the numbers as a dict (`dict(patch_size=8, width=96, depth=2,
 heads=4)`). Widths, depths and heads are those of OpenAI CLIP / open_clip.
 """
 
@@ -21,24 +23,36 @@ TEXT_TOWERS = {
 }
 # The joint embedding width CLIP uses with each image tower.
 EMBED_DIMS = {"tiny/8": 96, "S/16": 384, "B/32": 512, "B/16": 512, "L/14": 768}
+# open_clip's / the CLIP paper's model names: (image tower, text tower).
+ALIASES = {"ViT-B-32": ("B/32", "B"), "ViT-B-16": ("B/16", "B"), "ViT-L-14": ("L/14", "L")}
+
+
+def clip_model(name: str) -> dict:
+  """'ViT-B-16' (or an image tower name, 'B/16') → dict(image, text,
+  embed_dim) as CLIP pairs them, for a config's `model`."""
+  image, text = ALIASES.get(name, (name, "L" if name == "L/14" else "B"))
+  image_tower(image)  # raises on an unknown name
+  return dict(image=image, text=text, embed_dim=EMBED_DIMS[image])
 
 
 def _resolve(value, table, what):
   if isinstance(value, str):
+    if value in ALIASES:  # 'ViT-B-16' names both towers of that model
+      value = ALIASES[value][0 if what == "image" else 1]
     if value not in table:
-      raise ValueError(f"unknown {what} tower {value!r}; known: {sorted(table)}, "
-                       f"or give a dict with the sizes")
+      raise ValueError(f"unknown {what} tower {value!r}; known: {sorted(table)} and "
+                       f"{sorted(ALIASES)}, or give a dict with the sizes")
     return dict(table[value])
   return dict(value)
 
 
 def image_tower(value) -> dict:
-  """'B/16' or a dict → dict(patch_size, width, depth, heads)."""
+  """'B/16', 'ViT-B-16' or a dict → dict(patch_size, width, depth, heads)."""
   return _resolve(value, IMAGE_TOWERS, "image")
 
 
 def text_tower(value) -> dict:
-  """'B' or a dict → dict(width, depth, heads)."""
+  """'B', 'ViT-B-16' (its text tower) or a dict → dict(width, depth, heads)."""
   return _resolve(value, TEXT_TOWERS, "text")
 
 
