@@ -56,25 +56,29 @@ class Panel:
 
   def __init__(self, tokenizer, n: int, batch_sharding=None):
     self.tokenizer, self.n, self.sharding = tokenizer, n, batch_sharding
-    self.pending = []  # (step, {'lowest/…': device array}, {global row: key})
-    self.rows = None
+    self.pending = []  # (step, {'lowest/…': device array}, this process's keys or None)
+    self.position = None  # global row → index in this process's batch
 
   def add(self, step: int, summary: dict, keys=None) -> None:
+    """Keeps references only: no copy, no sync."""
     lowest = {k: v for k, v in summary.items() if k.startswith(PREFIX)}
-    if not lowest or self.n <= 0:
-      return
-    names = {}
-    if keys is not None:
-      if self.rows is None:
-        self.rows = (local_rows(self.sharding, len(keys) * jax.process_count())
-                     if self.sharding is not None else np.arange(len(keys)))
-      names = dict(zip(self.rows.tolist(), keys)) if len(self.rows) == len(keys) else {}
-    self.pending.append((step, lowest, names))
+    if lowest and self.n > 0:
+      self.pending.append((step, lowest, keys))
+
+  def _key(self, row: int, keys) -> str:
+    if keys is None:
+      return f"row {row}"
+    if self.position is None:
+      rows = (local_rows(self.sharding, len(keys) * jax.process_count())
+              if self.sharding is not None else np.arange(len(keys)))
+      self.position = {int(r): i for i, r in enumerate(rows)}
+    i = self.position.get(row)
+    return str(keys[i]) if i is not None else f"row {row} (another process)"
 
   def render(self) -> str:
     if not self.pending:
       return ""
-    steps, lowest, names = zip(*self.pending)
+    steps, lowest, keys = zip(*self.pending)
     self.pending = []
     # One stack and one transfer per field for the whole interval.
     fetched = jax.device_get({k: jnp.stack([d[k] for d in lowest]) for k in lowest[0]})
@@ -86,7 +90,7 @@ class Panel:
     for flat in order:
       i, j = divmod(int(flat), k)
       row = int(fetched["row"][i, j])
-      key = names[i].get(row, f"row {row} (another process)") if names[i] else f"row {row}"
+      key = self._key(row, keys[i])
       cells = [f"{fetched[name][i, j]:.3f}" for name in ("weight",) + WEIGHTS + SIMILARITIES]
       texts = [self.tokenizer.decode(fetched[f"{which}_tokens"][i, j])
                for which in ("raw", "caption")]
