@@ -17,7 +17,6 @@ row that another process loaded shows its global row number instead.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 WEIGHTS = ("weight_sample", "weight_raw_pair", "weight_caption_pair")
@@ -80,9 +79,10 @@ class Panel:
       return ""
     steps, lowest, keys = zip(*self.pending)
     self.pending = []
-    # One stack and one transfer per field for the whole interval.
-    fetched = jax.device_get({k: jnp.stack([d[k] for d in lowest]) for k in lowest[0]})
-    fetched = {k.removeprefix(PREFIX): np.asarray(v) for k, v in fetched.items()}
+    # One batched fetch of the interval's small arrays (stacking them on the
+    # device instead would compile a new concatenation per interval length).
+    lowest = jax.device_get(list(lowest))
+    fetched = {k.removeprefix(PREFIX): np.stack([d[k] for d in lowest]) for k in lowest[0]}
     k = fetched["weight"].shape[1]
     order = np.argsort(fetched["weight"], axis=None, kind="stable")[:self.n]
     lines = ["| weight | W^s | W^t | W^c | S_tc | S_xt | S_xc | step | key | raw text | caption |",
