@@ -71,21 +71,21 @@ class StepClock:
     self.warm = None  # (step, time, paused_s) at warm-up
     self.last = None  # (step, time, paused_s, wait_s) at the last report
 
-  @contextlib.contextmanager
   def paused(self):
-    start = self.clock()
-    try:
-      yield
-    finally:
-      self.paused_s += self.clock() - start
+    """Around evaluation and checkpointing."""
+    return self._adding_time_to("paused_s")
+
+  def waiting(self):
+    """Around fetching the next batch."""
+    return self._adding_time_to("wait_s")
 
   @contextlib.contextmanager
-  def waiting(self):
+  def _adding_time_to(self, total: str):
     start = self.clock()
     try:
       yield
     finally:
-      self.wait_s += self.clock() - start
+      setattr(self, total, getattr(self, total) + self.clock() - start)
 
   def warmed_up(self, step: int) -> None:
     now = self.clock()

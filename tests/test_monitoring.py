@@ -21,25 +21,27 @@ class FakeClock:
     return self.now
 
 
+def run_step(timing, clock, waiting, computing):
+  with timing.waiting():
+    clock.now += waiting
+  clock.now += computing
+
+
 def test_rates_and_eta_count_training_time_since_warm_up_only():
   clock = FakeClock()
   timing = monitoring.StepClock(total_steps=100, batch_size=8, clock=clock)
   clock.now = 50.0  # compile + step 1
   timing.warmed_up(1)
   assert timing.report(1) == {}  # no step since warm-up yet
-  with timing.waiting():  # step 2: 0.5 s waiting for data, 1.5 s computing
-    clock.now += 0.5
-  clock.now += 1.5
+  run_step(timing, clock, waiting=0.5, computing=1.5)  # step 2
   first = timing.report(2)
   assert first["step_s"] == pytest.approx(2.0) and first["samples_per_s"] == pytest.approx(4.0)
   assert first["eta_s"] == pytest.approx(98 * 2.0)
   assert first["loader_wait"] == pytest.approx(0.25)
-  clock.now += 2.0  # step 3
+  run_step(timing, clock, waiting=0.0, computing=2.0)  # step 3
   with timing.paused():  # its evaluation and checkpoint: 30 s
     clock.now += 30.0
-  with timing.waiting():  # step 4: 1 s waiting, 1 s computing
-    clock.now += 1.0
-  clock.now += 1.0
+  run_step(timing, clock, waiting=1.0, computing=1.0)  # step 4
   second = timing.report(4)
   # 36 s since warm-up, 30 of them paused: 6 s for 3 steps.
   assert second["step_s"] == pytest.approx(2.0) and second["samples_per_s"] == pytest.approx(4.0)
