@@ -21,8 +21,8 @@ import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
-from alip_jax import accumulation, checkpointing, fileio, losses, mesh as mesh_lib, monitoring, optim
-from alip_jax import hub
+from alip_jax import (accumulation, checkpointing, downweighted, fileio, hub, losses,
+                      mesh as mesh_lib, monitoring, optim)
 from alip_jax.data import pipeline, records, synthetic
 from alip_jax.data.tokenizer import SOT_ID, EOT_ID, HFTokenizer, Tokenizer
 from alip_jax.evaluation import retrieval, tasks as eval_tasks
@@ -137,8 +137,10 @@ def make_train_step(model, config, tx):
                **{k: params[k] for k in ("logit_scale", "logit_bias") if k in params},
                "lr": lr_schedule(state["step"]),
                **{k: jnp.mean(v) for k, v in metrics.items()}, **new_state["gates"],
-               # Per-sample gate weights, for TensorBoard histograms.
-               **{f"hist_{k}": v for k, v in metrics.items() if k.startswith("weight_")}}
+               # Per-sample gate weights and similarities, for TensorBoard histograms.
+               **{f"hist_{k}": v for k, v in metrics.items() if k.startswith(("weight_", "s_"))},
+               **downweighted.lowest_weighted(metrics, batch, config.train.get(
+                   "log_down_weighted", monitoring.DOWN_WEIGHTED_ROWS))}
     return new_state, summary
 
   return train_step
@@ -373,7 +375,8 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
   images_per_sample = losses.num_views(config.loss)
   monitor = monitoring.Monitor(
       config, workdir, first_step, config.train.batch_size * monitoring.flops_per_sample(
-          config, len(losses.text_inputs(config.loss)), images_per_sample), is_main)
+          config, len(losses.text_inputs(config.loss)), images_per_sample), is_main,
+      tokenizer, batch_sharding)
   total = config.train.steps
   last_step = total if stop_after is None else min(stop_after, total)
   preemption = PreemptionNotice()
@@ -382,9 +385,11 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
   try:
     for step in range(first_step + 1, last_step + 1):
       monitor.before_step(step)
-      batch = pipeline.to_global_batch(next(train_iter), batch_sharding)
+      with monitor.waiting_for_data():
+        local_batch = next(train_iter)
+        batch = pipeline.to_global_batch(local_batch, batch_sharding)
       state, summary = train_step(state, batch)
-      monitor.after_step(step, summary)
+      monitor.after_step(step, summary, local_batch["key"])
 
       if step % config.train.log_every == 0 or step == total:
         summary = jax.device_get(summary)
@@ -409,10 +414,11 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
                     workdir)
         preempted = True
         break
-      if step % config.train.checkpoint_every == 0 or step == last_step:
-        checkpointing.save(manager, step, state, train_iter)
-      if config.train.eval_every and step % config.train.eval_every == 0 and step != total:
-        run_eval(step)
+      with monitor.paused():  # not in samples/s and ETA
+        if step % config.train.checkpoint_every == 0 or step == last_step:
+          checkpointing.save(manager, step, state, train_iter)
+        if config.train.eval_every and step % config.train.eval_every == 0 and step != total:
+          run_eval(step)
   except BaseException:
     train_iter.close()  # stops Grain worker processes, if any
     raise

@@ -98,6 +98,7 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
   c.train.max_consecutive_skips = 10  # non-finite steps in a row before the run stops
   c.train.peak_tflops = 0.0  # per device, for MFU in the progress line; 0 = known accelerators
   c.train.profile_steps = ""  # "A,B": a jax.profiler trace of steps A..B in <workdir>/profile
+  c.train.log_down_weighted = 16  # rows of TensorBoard's panel of down-weighted samples; 0 = off
   c.train.steps = 300
   c.train.log_every = 50
   c.train.checkpoint_every = 250

@@ -66,11 +66,10 @@ def restore_saved_state(workdir, step=None):
   return step, jax.device_get(checkpointer.restore(path, target))
 
 
-def tensorboard_tags(event_files):
-  """Tags in TensorBoard event files, given as bytes (TFRecord framing:
-  length, CRC, proto, CRC)."""
+def tensorboard_values(event_files):
+  """(step, Summary.Value) of every summary in TensorBoard event files,
+  given as bytes (TFRecord framing: length, CRC, proto, CRC)."""
   from tensorboardX.proto import event_pb2
-  tags = {"scalar": set(), "histogram": set()}
   for data in event_files:
     offset = 0
     while offset < len(data):
@@ -78,5 +77,27 @@ def tensorboard_tags(event_files):
       event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
       offset += 16 + length
       for value in event.summary.value:
-        tags["histogram" if value.HasField("histo") else "scalar"].add(value.tag)
+        yield event.step, value
+
+
+def _is_text(value):
+  return value.metadata.plugin_data.plugin_name == "text"
+
+
+def tensorboard_tags(event_files):
+  """Tags in TensorBoard event files, by kind: scalar, histogram, text."""
+  tags = {"scalar": set(), "histogram": set(), "text": set()}
+  for _, value in tensorboard_values(event_files):
+    kind = "histogram" if value.HasField("histo") else "text" if _is_text(value) else "scalar"
+    tags[kind].add(value.tag)
   return tags
+
+
+def tensorboard_texts(event_files):
+  """{tag: [(step, text), …]} of the text summaries in TensorBoard event files."""
+  texts = {}
+  for step, value in tensorboard_values(event_files):
+    if _is_text(value):
+      texts.setdefault(value.tag, []).append(
+          (step, b"".join(value.tensor.string_val).decode("utf-8")))
+  return texts

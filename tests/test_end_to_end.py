@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from alip_jax import train
-from conftest import tensorboard_tags, tiny_config
+from conftest import tensorboard_tags, tensorboard_texts, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,23 +41,30 @@ def test_cli_trains_then_resumes_from_the_saved_step(tiny_corpus, tmp_path):
   assert first.returncode == 0, first.stderr[-3000:]
   assert "initialised a new run" in first.stderr
   assert "step 2/2 loss" in first.stderr and "MFU" in first.stderr and "ETA" in first.stderr
+  assert "compiling the train step…" in first.stderr and "compiled the train step in" in first.stderr
+  assert "step 1/2 done" in first.stderr and "loader wait" in first.stderr
   traces = [f for _, _, files in os.walk(os.path.join(workdir, "profile")) for f in files]
   assert any(f.endswith(".xplane.pb") for f in traces), traces
   second = run_main(workdir, *TINY_FLAGS, f"--config.data.dir={tiny_corpus}",
                     "--config.train.steps=3")
   assert second.returncode == 0, second.stderr[-3000:]
-  assert "resumed from step 2" in second.stderr
+  assert "resumed from step 2" in second.stderr and "step 3/3 done" in second.stderr
   with open(os.path.join(workdir, "eval.json")) as f:
     evals = json.load(f)
   assert set(evals) == {"2", "3"}
   assert evals["3"]["num_images"] == 200  # every test item, though 200 % 48 != 0
   assert "i2t_R@1=" in second.stdout
   directory = os.path.join(workdir, "tensorboard")
-  tags = tensorboard_tags(open(os.path.join(directory, name), "rb").read()
-                          for name in os.listdir(directory))
+  events = [open(os.path.join(directory, name), "rb").read() for name in os.listdir(directory)]
+  tags = tensorboard_tags(events)
   assert {"train/loss", "train/lr", "train/weight_sample", "train/mfu", "train/epoch",
-          "eval/i2t_R_1"} <= tags["scalar"]
-  assert "gates/hist_weight_sample" in tags["histogram"]
+          "train/samples_per_s", "train/loader_wait", "eval/i2t_R_1"} <= tags["scalar"]
+  assert {"gates/hist_weight_sample", "gates/hist_s_tc", "gates/hist_s_xt",
+          "gates/hist_s_xc"} <= tags["histogram"]
+  # The most down-weighted samples of each log interval, with their keys.
+  panels = dict(tensorboard_texts(events)["gates/down_weighted/text_summary"])
+  assert sorted(panels) == [1, 2, 3]  # from two runs' event files
+  assert "| weight | W^s |" in panels[1] and "| train-" in panels[1]
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import restore_saved_state
+from conftest import restore_saved_state, tensorboard_texts
 from test_end_to_end import ROOT, TINY_FLAGS, main_command, run_main
 
 
@@ -57,3 +57,11 @@ def test_two_processes_match_one_and_resume(tiny_corpus, tmp_path):
   # equal up to float summation order.
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, want)
   assert int(got["step"]) == 4
+  # The down-weighted panel (k = 16 = the whole batch): process 0 names the
+  # keys of its half of the batch and only the row numbers of the other half.
+  panel = tensorboard_texts(
+      open(os.path.join(two, "tensorboard", name), "rb").read()
+      for name in os.listdir(os.path.join(two, "tensorboard")))["gates/down_weighted/text_summary"]
+  rows = max(panel)[1].splitlines()[2:]  # the last step's
+  assert sum("| train-" in row for row in rows) == 8
+  assert sum("(another process)" in row for row in rows) == 8

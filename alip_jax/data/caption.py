@@ -22,9 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
+from alip_jax import progress
 from alip_jax.data import web
 from alip_jax.data.inputs import Columns, expand, read_input
 
@@ -58,12 +58,16 @@ def done_keys(path: str) -> set[str]:
 
 def run(model_dir: str, inputs: list[str], out: str, columns: Columns = Columns(),
         batch_size: int = 32, max_new_tokens: int = 30, num_beams: int = 1, prompt: str = "",
-        device: str = "cpu", max_pixels: int = web.MAX_PIXELS, progress=sys.stderr) -> dict:
+        device: str = "cpu", max_pixels: int = web.MAX_PIXELS,
+        disable_progress: bool = False) -> dict:
+  """Captions every new image of `inputs` into `out`; returns the counts. A
+  progress bar (images captioned, images/s) shows when stderr is a terminal."""
   processor, model = load_captioner(model_dir, device)
   skip = done_keys(out)
   counts = {"captioned": 0, "already_captioned": 0, "undecodable_image": 0, "missing_image": 0}
   start = time.time()
-  with open(out, "a") as f:
+  bar = progress.bar(desc="captioned", unit="img", disable=disable_progress, leave=True)
+  with open(out, "a") as f, bar:
     keys, images = [], []
 
     def flush():
@@ -72,9 +76,9 @@ def run(model_dir: str, inputs: list[str], out: str, columns: Columns = Columns(
         f.write(json.dumps({"key": key, "caption": text}) + "\n")
       f.flush()
       counts["captioned"] += len(keys)
-      rate = counts["captioned"] / max(time.time() - start, 1e-9)
-      print(f"\rcaptioned {counts['captioned']}  {rate:.1f} images/s", end="", file=progress,
-            flush=True)
+      bar.update(len(keys))
+      bar.set_postfix(skipped=counts["already_captioned"] + counts["undecodable_image"] +
+                      counts["missing_image"], refresh=False)
       keys.clear()
       images.clear()
 
@@ -97,7 +101,6 @@ def run(model_dir: str, inputs: list[str], out: str, columns: Columns = Columns(
           flush()
     if keys:
       flush()
-  print(file=progress)
   return {**counts, "seconds": round(time.time() - start, 1)}
 
 
@@ -114,10 +117,13 @@ def main(argv=None):
   parser.add_argument("--image_column", default="image")
   parser.add_argument("--text_column", default="text")
   parser.add_argument("--key_column", default="key")
+  parser.add_argument("--no_progress", action="store_true",
+                      help="no progress bar (there is none anyway when stderr is not a terminal)")
   args = parser.parse_args(argv)
   stats = run(args.model, args.input, args.out,
               Columns(args.key_column, args.image_column, args.text_column), args.batch_size,
-              args.max_new_tokens, args.num_beams, args.prompt, args.device)
+              args.max_new_tokens, args.num_beams, args.prompt, args.device,
+              disable_progress=args.no_progress)
   print(json.dumps(stats))
 
 

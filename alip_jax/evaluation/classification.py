@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from alip_jax import progress
+
 # The L2 sweep: 10^-6 … 10^2 (the CLIP paper sweeps 10^-6 … 10^6 more finely).
 L2_SWEEP = tuple(10.0 ** e for e in range(-6, 3))
 
@@ -87,7 +89,7 @@ def linear_probe(train_x, train_y, val_x, val_y, test_x, test_y, num_classes: in
   """Chooses the L2 penalty on (val_x, val_y), refits on train + val, and
   reports the test accuracy (and each penalty's validation accuracy)."""
   val_accuracy = {}
-  for l2 in l2_sweep:
+  for l2 in progress.bar(l2_sweep, desc="linear probe L2 sweep", unit="fit"):
     params = fit_logistic(train_x, train_y, l2, num_classes, steps)
     val_accuracy[l2] = float((predict(params, val_x).argmax(-1) == val_y).mean())
   best = max(val_accuracy, key=lambda l2: (val_accuracy[l2], l2))  # ties: the stronger penalty

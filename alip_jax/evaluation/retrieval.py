@@ -19,7 +19,7 @@ import logging
 import jax
 import numpy as np
 
-from alip_jax import mesh as mesh_lib
+from alip_jax import mesh as mesh_lib, progress
 from alip_jax.data import pipeline, records, web
 from alip_jax.data.tokenizer import Tokenizer
 
@@ -41,7 +41,8 @@ def load_retrieval_set(files: list[str], tokenizer: Tokenizer, image_size: int,
   source = records.ShardedSource(files)
   counter = pipeline.BadRecordCounter()
   images, texts, text_image, groups, keys = [], [], [], [], []
-  for index in range(len(source) if max_items is None else min(max_items, len(source))):
+  count = len(source) if max_items is None else min(max_items, len(source))
+  for index in progress.bar(range(count), desc="retrieval set", unit="rec"):
     rec = pipeline.decode_record(source[index], min_side=image_size)
     if not counter(rec):
       continue
@@ -66,10 +67,11 @@ def load_retrieval_set(files: list[str], tokenizer: Tokenizer, image_size: int,
                       group_ids, keys, counter.total)
 
 
-def embed_in_batches(embed_fn, inputs: np.ndarray, batch_size: int, sharding) -> np.ndarray:
+def embed_in_batches(embed_fn, inputs: np.ndarray, batch_size: int, sharding,
+                     desc: str = "embedding") -> np.ndarray:
   """Applies `embed_fn` to fixed-size sharded batches; pads the last one."""
   outputs = []
-  for start in range(0, len(inputs), batch_size):
+  for start in progress.bar(range(0, len(inputs), batch_size), desc=desc, unit="batch"):
     chunk = inputs[start : start + batch_size]
     valid = len(chunk)
     if valid < batch_size:
@@ -106,8 +108,8 @@ def retrieval_metrics(image_emb: np.ndarray, text_emb: np.ndarray, text_image: n
 def evaluate(encode_image, encode_text, data: RetrievalSet, batch_size: int,
              sharding) -> dict:
   """encode_*: jitted functions of one padded batch → normalised embeddings."""
-  image_emb = embed_in_batches(encode_image, data.images, batch_size, sharding)
-  text_emb = embed_in_batches(encode_text, data.texts, batch_size, sharding)
+  image_emb = embed_in_batches(encode_image, data.images, batch_size, sharding, "images")
+  text_emb = embed_in_batches(encode_text, data.texts, batch_size, sharding, "texts")
   metrics = retrieval_metrics(image_emb, text_emb, data.text_image, data.image_group)
   metrics.update(num_images=len(data.images), num_texts=len(data.texts))
   return metrics

@@ -22,6 +22,7 @@ import grain
 import numpy as np
 from PIL import Image
 
+from alip_jax import progress
 from alip_jax.data import pipeline
 from alip_jax.evaluation import prompts
 
@@ -121,7 +122,10 @@ def batches(source, image_size: int, batch_size: int, num_threads: int = 8,
 def embed(encode_image, source, image_size: int, batch_size: int, max_items: int = 0):
   """(features [N, D], labels [N]) for the whole split (or its first max_items)."""
   features, labels = [], []
-  for images, batch_labels in batches(source, image_size, batch_size, max_items=max_items):
+  count = min(max_items, len(source)) if max_items else len(source)
+  for images, batch_labels in progress.bar(
+      batches(source, image_size, batch_size, max_items=max_items),
+      total=-(-count // batch_size), desc="images", unit="batch"):
     features.append(np.asarray(encode_image(images)))
     labels.append(batch_labels)
   return np.concatenate(features), np.concatenate(labels)
