@@ -361,10 +361,9 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
     return metrics
 
   # ---- The loop.
-  images_per_sample = losses.num_views(config.loss)
   monitor = monitoring.Monitor(
-      config, workdir, first_step, config.train.batch_size * monitoring.flops_per_sample(
-          config, len(losses.text_inputs(config.loss)), images_per_sample), is_main)
+      config, workdir, first_step, config.train.batch_size * monitoring.flops_per_sample(config),
+      is_main)
   total = config.train.steps
   last_step = total if stop_after is None else min(stop_after, total)
   preemption = PreemptionNotice()

@@ -7,7 +7,8 @@ Runs the real jitted ALIP train step (the trainer's `build_training`) on a
 random batch already on the devices, so it measures the model, loss and
 optimiser, not the input pipeline. Prints one JSON line:
 
-* model_tflop_per_step: analytic 3 × forward matmul FLOPs (`zoo.model_flops`),
+* model_tflop_per_step: analytic 3 × forward matmul FLOPs of the objective
+  (`monitoring.flops_per_sample`, the trainer's count),
   what MFU conventionally counts (no remat recomputation);
 * xla_tflop_per_step: what XLA's `cost_analysis` of the compiled step counts,
   summed over devices (includes recomputation, elementwise work, the loss);
@@ -33,7 +34,6 @@ from ml_collections import config_flags
 
 from alip_jax import losses, mesh as mesh_lib, monitoring, train
 from alip_jax.models import two_towers
-from alip_jax.models.zoo import model_flops
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps (after 2 warm-up steps).")
@@ -56,6 +56,9 @@ def random_batch(config, vocab, sharding):
   tokens[np.arange(2)[:, None], np.arange(n)[None], lengths] = 3  # EOT
   batch = {"image": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
            "raw_tokens": tokens[0], "caption_tokens": tokens[1]}
+  if losses.num_views(config.loss) == 2:  # UniCLIP: a second view and both views' parameters
+    batch["image_view2"] = batch["image"][::-1].copy()
+    batch["aug"] = rng.random((n, 2, two_towers.AUG_DIM), dtype=np.float32)
   return {k: jax.device_put(v, sharding) for k, v in batch.items()}
 
 
@@ -91,8 +94,7 @@ def run(config, steps: int, vocab: int, peak_tflops: float, compile_only: bool =
         "remat": str(config.model.get("remat", "none")), "scan": bool(config.model.get("scan")),
         "objective": config.loss.name, "batch": config.train.batch_size,
         "compile_s": round(compile_s, 2),
-        "model_tflop_per_step": model_flops(config.model, config.data.image_size,
-                                            config.data.context_length)
+        "model_tflop_per_step": monitoring.flops_per_sample(config)
                                 * config.train.batch_size / 1e12,
         # cost_analysis is per device program under SPMD: × devices.
         "xla_tflop_per_step": _xla_flops(compiled) * devices / 1e12,
