@@ -51,7 +51,7 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
   c.model.remat = "none"     # 'none' | 'full' | 'dots' | 'dots_no_batch' (per block)
   c.model.scan = False       # nn.scan over blocks: one compiled body, faster compiles
   c.model.act = "gelu"       # 'quick_gelu' for OpenAI CLIP weights
-  c.model.attention = ""     # jax.nn.dot_product_attention implementation: '' (auto) | 'xla' | 'cudnn'
+  c.model.attention = ""     # jax.nn.dot_product_attention implementation: '' (auto) | 'xla' | 'cudnn' (padded: see README)
 
   c.loss = ml_collections.ConfigDict()
   c.loss.name = "alip"
