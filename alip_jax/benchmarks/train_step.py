@@ -74,7 +74,7 @@ def _xla_flops(compiled) -> float:
 
 
 def run(config, steps: int, vocab: int, peak_tflops: float, compile_only: bool = False,
-        devices=None) -> dict:
+        devices=None, warmup: int = 2) -> dict:
   mesh = mesh_lib.make_mesh(config.mesh, devices)
   devices = mesh.devices.size
   model = two_towers.from_config(config.model, vocab, config.data.context_length,
@@ -103,11 +103,11 @@ def run(config, steps: int, vocab: int, peak_tflops: float, compile_only: bool =
     }
     if not compile_only:
       times = []
-      for i in range(steps + 2):
+      for i in range(steps + warmup):
         start = time.perf_counter()
         state, summary = compiled(state, batch)
         jax.block_until_ready(summary["loss"])
-        if i >= 2:
+        if i >= warmup:
           times.append(time.perf_counter() - start)
       step_s = statistics.median(times)
       result.update(step_s=round(step_s, 5), samples_per_s=round(config.train.batch_size / step_s, 1),
