@@ -24,6 +24,7 @@ required elsewhere for MFU). On CPU only compare figures within one run.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 
@@ -35,13 +36,14 @@ from ml_collections import config_flags
 from alip_jax import losses, mesh as mesh_lib, monitoring, train
 from alip_jax.models import two_towers
 
+HLO_FILE = "train_step.hlo.txt"  # beside a trace: the compiled step, for benchmarks.profile
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps (after 2 warm-up steps).")
 _VOCAB = flags.DEFINE_integer("vocab", 49408, "Text vocabulary size (CLIP BPE: 49408).")
 _PEAK = flags.DEFINE_float("peak_tflops", 0.0, "Per-device peak TFLOP/s (0 = known GPUs).")
 _COMPILE_ONLY = flags.DEFINE_bool("compile_only", False, "Only lower and compile (FLOPs, "
                                   "memory, compile time); no steps.")
-flags.mark_flags_as_required(["config"])
 
 
 
@@ -74,7 +76,9 @@ def _xla_flops(compiled) -> float:
 
 
 def run(config, steps: int, vocab: int, peak_tflops: float, compile_only: bool = False,
-        devices=None, warmup: int = 2) -> dict:
+        devices=None, warmup: int = 2, trace_dir: str | None = None) -> dict:
+  """`trace_dir`: a jax.profiler trace of the timed steps goes there, with
+  the compiled step's HLO (HLO_FILE)."""
   mesh = mesh_lib.make_mesh(config.mesh, devices)
   devices = mesh.devices.size
   model = two_towers.from_config(config.model, vocab, config.data.context_length,
@@ -104,11 +108,18 @@ def run(config, steps: int, vocab: int, peak_tflops: float, compile_only: bool =
     if not compile_only:
       times = []
       for i in range(steps + warmup):
+        if i == warmup and trace_dir:
+          jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
+          os.makedirs(trace_dir, exist_ok=True)
+          with open(os.path.join(trace_dir, HLO_FILE), "w") as f:  # names the trace's ops
+            f.write(compiled.as_text())
         start = time.perf_counter()
         state, summary = compiled(state, batch)
         jax.block_until_ready(summary["loss"])
         if i >= warmup:
           times.append(time.perf_counter() - start)
+      if trace_dir:
+        jax.profiler.stop_trace()
       step_s = statistics.median(times)
       result.update(step_s=round(step_s, 5), samples_per_s=round(config.train.batch_size / step_s, 1),
                     loss=float(summary["loss"]))
@@ -129,4 +140,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])  # here: benchmarks.profile reuses these flags
   app.run(main)
