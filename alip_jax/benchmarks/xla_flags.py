@@ -58,7 +58,7 @@ _TIMEOUT = flags.DEFINE_integer("variant_timeout", 600, "Seconds per variant.")
 def parse_variant(text: str) -> tuple[str, list[str], list[str]]:
   """'name=ARGS' → (name, XLA flags, train_step arguments)."""
   name, sep, rest = text.partition("=")
-  if not sep or not name:
+  if not sep or not name or name.startswith("-"):
     raise ValueError(f"a variant is name=ARGS, got {text!r}")
   args = shlex.split(rest)
   return name, [a for a in args if a.startswith("--xla_")], [
