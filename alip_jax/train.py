@@ -293,13 +293,15 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
   bad_records = pipeline.BadRecordCounter()
   train_source = records.ShardedSource(records.split_files(data_dir, config.data.train_split).files,
                                       config.data.get("skip_bad_shards", False))
-  train_iter = iter(pipeline.train_dataset(
+  # Global batches already on the devices, made by a thread while the step runs.
+  train_iter = iter(pipeline.device_prefetch(pipeline.train_dataset(
       train_source, tokenizer,
       config.data.image_size, local_batch, config.seed, bad_records,
       num_threads=config.data.num_threads, prefetch=config.data.prefetch,
       num_views=losses.num_views(config.loss), color_jitter=config.data.color_jitter,
       max_pixels=config.data.get("max_pixels", pipeline.MAX_PIXELS),
-      workers=config.data.get("workers", 0)))
+      workers=config.data.get("workers", 0)), batch_sharding,
+      config.data.get("device_prefetch", 2)))
   eval_set = retrieval.load_retrieval_set(
       records.split_files(data_dir, config.data.eval_split).files, tokenizer,
       config.data.image_size)
@@ -372,7 +374,7 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
   try:
     for step in range(first_step + 1, last_step + 1):
       monitor.before_step(step)
-      batch = pipeline.to_global_batch(next(train_iter), batch_sharding)
+      batch = next(train_iter)
       state, summary = train_step(state, batch)
       monitor.after_step(step, summary)
 

@@ -39,6 +39,7 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
   c.data.num_threads = 2     # Grain read threads (per worker process when workers > 0)
   c.data.workers = 0         # > 0: decode + augment in this many processes (same batches)
   c.data.prefetch = 64
+  c.data.device_prefetch = 2  # global batches put on the devices ahead of the step (0: none)
   c.data.skip_bad_shards = False  # True: leave out shards that do not open, skip unreadable records
   c.data.max_pixels = 8192 * 8192  # decompression-bomb guard: larger images are skipped
 
