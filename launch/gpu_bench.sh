@@ -4,7 +4,7 @@
 #      197 → 200) compile to cuDNN's fused kernel and match XLA in bf16?
 #   2. alip_jax vs open_clip (python -m alip_jax.benchmarks.versus_torch):
 #      ViT-B/16 + text B, batch $BATCH, pairs and triplets, bf16, AdamW, clip 1.0;
-#   3. a profile of the B/16 ALIP step (python -m alip_jax.benchmarks.profile);
+#   3. a profile of the B/16 ALIP step (python -m alip_jax.benchmarks.profile_step);
 #   4. the XLA-flag / model-option A/B (python -m alip_jax.benchmarks.xla_flags)
 #      for whatever time is left of $ALIP_BENCH_BUDGET_S (default 540 s).
 #
@@ -80,7 +80,7 @@ cp "$out/versus/results.jsonl" "$out/versus_torch.jsonl" 2>/dev/null && rm -r "$
 
 say "3. profile of the ALIP step"
 timeout $(( $(left) > 150 ? 150 : $(left) )) \
-    "$python" -m alip_jax.benchmarks.profile --config="$config" "${overrides[@]}" --steps=5 \
+    "$python" -m alip_jax.benchmarks.profile_step --config="$config" "${overrides[@]}" --steps=5 \
     --out=/tmp/alip_gpu_profile 2>>"$log.stderr" | tail -n 30 | tee -a "$log"
 cp /tmp/alip_gpu_profile/profile_summary.json "$out/" 2>/dev/null
 

@@ -2,6 +2,9 @@
 
   python alip_jax/benchmarks/torch_clip_step.py '<JSON spec>'
 
+(Run as a script, its directory is first on sys.path: no module beside it
+may take a name torch imports, such as the standard library's `profile`.)
+
 A plain script, run by path with the Python that has torch and
 open_clip_torch (it imports nothing from alip_jax: torch's Python need not
 have jax). It trains open_clip's `CLIP` model, eager or `torch.compile`d,

@@ -36,7 +36,7 @@ from ml_collections import config_flags
 from alip_jax import losses, mesh as mesh_lib, monitoring, train
 from alip_jax.models import two_towers
 
-HLO_FILE = "train_step.hlo.txt"  # beside a trace: the compiled step, for benchmarks.profile
+HLO_FILE = "train_step.hlo.txt"  # beside a trace: the compiled step, for benchmarks.profile_step
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps (after 2 warm-up steps).")
@@ -140,5 +140,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config"])  # here: benchmarks.profile reuses these flags
+  flags.mark_flags_as_required(["config"])  # here: benchmarks.profile_step reuses these flags
   app.run(main)

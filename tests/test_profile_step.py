@@ -1,4 +1,4 @@
-"""benchmarks.profile: a real CPU trace of the train step summarised, and the
+"""benchmarks.profile_step: a real CPU trace of the train step summarised, and the
 grouping of GPU kernel names (matmul / attention / elementwise / other)."""
 
 import gzip
@@ -7,7 +7,7 @@ import json
 import jax
 import pytest
 
-from alip_jax.benchmarks import profile, train_step
+from alip_jax.benchmarks import profile_step as profile, train_step
 from conftest import tiny_config
 
 

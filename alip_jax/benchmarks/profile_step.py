@@ -1,8 +1,8 @@
 """Where the train step's time goes: a jax.profiler trace, summarised.
 
-  python -m alip_jax.benchmarks.profile --config configs/alip_yfcc15m.py:B/16 \
+  python -m alip_jax.benchmarks.profile_step --config configs/alip_yfcc15m.py:B/16 \
       --config.train.batch_size=512 --steps 5 --out /tmp/profile
-  python -m alip_jax.benchmarks.profile --trace /tmp/workdir/profile   # an existing trace
+  python -m alip_jax.benchmarks.profile_step --trace /tmp/workdir/profile   # an existing trace
 
 Runs the real train step (`train_step.run`, random batch on the devices)
 for --steps steps (train_step's flags) under `jax.profiler` after the
