@@ -25,7 +25,9 @@
 #     --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #     --platform manylinux1_x86_64 -d .whl grain==0.2.18 array-record==0.8.6 \
 #     ml-collections==1.1.0 portpicker==1.6.0 open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4
-# and carry .whl/ with the working tree (about 7 MB). This script installs them
+# and carry .whl/ with the working tree (about 7 MB; it is git-ignored, so a tool
+# that ships only tracked and untracked-not-ignored files must be told to carry
+# it, e.g. the device tool's carry=[".whl"]). This script installs them
 # into /tmp/site (--no-index --no-deps: nothing already installed changes).
 set -uo pipefail
 cd "$(dirname "$0")/.."
