@@ -32,7 +32,7 @@ import time
 import jax
 import numpy as np
 
-from alip_jax import downweighted, fileio
+from alip_jax import downweighted, fileio, losses
 from alip_jax.models import zoo
 
 log = logging.getLogger(__name__)
@@ -53,9 +53,14 @@ def peak_tflops(override: float = 0.0) -> float:
   return next((v for k, v in KNOWN_PEAK_TFLOPS.items() if k in kind), 0.0)
 
 
-def flops_per_sample(config, texts_per_sample: int, images_per_sample: int) -> float:
+def flops_per_sample(config) -> float:
+  """Analytic train FLOPs per sample of this run's objective: the image tower
+  once per view (UniCLIP: 2) and the text tower once per text the loss embeds
+  (ALIP: raw + caption; clip/siglip/softclip: `loss.path`; mix: one). The
+  trainer's MFU and the benchmarks' use this one count."""
   return zoo.model_flops(config.model, config.data.image_size, config.data.context_length,
-                         texts_per_sample, images_per_sample=images_per_sample)
+                         len(losses.text_inputs(config.loss)),
+                         images_per_sample=losses.num_views(config.loss))
 
 
 class StepClock:

@@ -304,13 +304,15 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
   bad_records = pipeline.BadRecordCounter()
   train_source = records.ShardedSource(records.split_files(data_dir, config.data.train_split).files,
                                       config.data.get("skip_bad_shards", False))
-  train_iter = iter(pipeline.train_dataset(
+  # Global batches already on the devices, made by a thread while the step runs.
+  train_iter = iter(pipeline.device_prefetch(pipeline.train_dataset(
       train_source, tokenizer,
       config.data.image_size, local_batch, config.seed, bad_records,
       num_threads=config.data.num_threads, prefetch=config.data.prefetch,
       num_views=losses.num_views(config.loss), color_jitter=config.data.color_jitter,
       max_pixels=config.data.get("max_pixels", pipeline.MAX_PIXELS),
-      workers=config.data.get("workers", 0)))
+      workers=config.data.get("workers", 0)), batch_sharding,
+      config.data.get("device_prefetch", 2)))
   eval_set = retrieval.load_retrieval_set(
       records.split_files(data_dir, config.data.eval_split).files, tokenizer,
       config.data.image_size)
@@ -372,11 +374,9 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
     return metrics
 
   # ---- The loop.
-  images_per_sample = losses.num_views(config.loss)
   monitor = monitoring.Monitor(
-      config, workdir, first_step, config.train.batch_size * monitoring.flops_per_sample(
-          config, len(losses.text_inputs(config.loss)), images_per_sample), is_main,
-      tokenizer, batch_sharding)
+      config, workdir, first_step, config.train.batch_size * monitoring.flops_per_sample(config),
+      is_main, tokenizer, batch_sharding)
   total = config.train.steps
   last_step = total if stop_after is None else min(stop_after, total)
   preemption = PreemptionNotice()
@@ -386,10 +386,10 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
     for step in range(first_step + 1, last_step + 1):
       monitor.before_step(step)
       with monitor.waiting_for_data():
-        local_batch = next(train_iter)
-        batch = pipeline.to_global_batch(local_batch, batch_sharding)
+        batch = next(train_iter)
+      keys = batch.pop("key")  # host strings, for the down-weighted panel
       state, summary = train_step(state, batch)
-      monitor.after_step(step, summary, local_batch["key"])
+      monitor.after_step(step, summary, keys)
 
       if step % config.train.log_every == 0 or step == total:
         summary = jax.device_get(summary)

@@ -40,6 +40,7 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
   c.data.num_threads = 2     # Grain read threads (per worker process when workers > 0)
   c.data.workers = 0         # > 0: decode + augment in this many processes (same batches)
   c.data.prefetch = 64
+  c.data.device_prefetch = 2  # global batches put on the devices ahead of the step (0: none)
   c.data.skip_bad_shards = False  # True: leave out shards that do not open, skip unreadable records
   c.data.max_pixels = 8192 * 8192  # decompression-bomb guard: larger images are skipped
 
@@ -52,7 +53,7 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
   c.model.remat = "none"     # 'none' | 'full' | 'dots' | 'dots_no_batch' (per block)
   c.model.scan = False       # nn.scan over blocks: one compiled body, faster compiles
   c.model.act = "gelu"       # 'quick_gelu' for OpenAI CLIP weights
-  c.model.attention = ""     # jax.nn.dot_product_attention implementation: '' (auto) | 'xla' | 'cudnn'
+  c.model.attention = ""     # jax.nn.dot_product_attention implementation: '' (auto) | 'xla' | 'cudnn' (padded: see README)
 
   c.loss = ml_collections.ConfigDict()
   c.loss.name = "alip"

@@ -21,6 +21,8 @@ if [ "${ALIP_SKIP_TORCH:-0}" != 1 ]; then
   # With the local CPU wheel given first, pip does not fetch the CUDA build.
   .venv-torch/bin/python -m pip install --quiet --disable-pip-version-check \
       ${torch_wheel:+"$torch_wheel"} -r requirements-torch.txt
+  .venv-torch/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
+      -r requirements-openclip.txt
   export ALIP_TORCH_PYTHON="$PWD/.venv-torch/bin/python"
   echo "install: requirements-torch.txt into .venv-torch in $(( $(date +%s) - start )) s" >&2
 fi

@@ -203,3 +203,41 @@ def test_worker_processes_give_the_same_batches_and_resume_exactly(aligned_data)
   assert bad == batches(0, 5)[2] >= 5  # counted here, as they are consumed
   resumed, _, _ = batches(2, 3, state)  # a fresh pipeline, as after a restart
   assert resumed == want[5:]
+
+
+def test_device_prefetch_keeps_batches_order_and_resume_state(aligned_data):
+  """The batches put on the devices ahead of the step are the pipeline's, in
+  order; the state a checkpoint saves is that of the last batch handed out
+  (not of the read-ahead), so a fresh pipeline resumes at the next batch."""
+  files, tokenizer = aligned_data
+  sharding = mesh_lib.batch_sharding(mesh_lib.make_mesh(dict(data=-1, model=1)))
+
+  def dataset():
+    return pipeline.train_dataset(files, tokenizer, 16, 8, seed=3,
+                                  counter=pipeline.BadRecordCounter(), process_index=0,
+                                  process_count=1, num_threads=1, prefetch=4)
+
+  def arrays(batch):
+    return {k: np.asarray(v) for k, v in batch.items()}
+
+  plain = iter(dataset())
+  want = []
+  for _ in range(8):
+    local = next(plain)
+    want.append({**arrays(pipeline.to_global_batch(local, sharding)), "key": local["key"]})
+  plain.close()
+  it = iter(pipeline.device_prefetch(dataset(), sharding, buffer_size=3))
+  got = [next(it) for _ in range(5)]
+  assert all(isinstance(v, jax.Array) and v.sharding == sharding
+             for k, v in got[0].items() if k != "key")
+  assert isinstance(got[0]["key"], np.ndarray)  # host strings, for the trainer's logs
+  state = it.get_state()  # the thread has read ahead by now
+  it.close()
+  resumed = iter(pipeline.device_prefetch(dataset(), sharding, buffer_size=3))
+  resumed.set_state(state)
+  got += [next(resumed) for _ in range(3)]
+  resumed.close()
+  assert sorted(got[0]) == sorted(want[0]) == ["caption_tokens", "image", "key", "raw_tokens"]
+  for g, w in zip(got, want):
+    for k in w:
+      np.testing.assert_array_equal(np.asarray(g[k]), w[k])

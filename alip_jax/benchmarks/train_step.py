@@ -7,7 +7,8 @@ Runs the real jitted ALIP train step (the trainer's `build_training`) on a
 random batch already on the devices, so it measures the model, loss and
 optimiser, not the input pipeline. Prints one JSON line:
 
-* model_tflop_per_step: analytic 3 × forward matmul FLOPs (`zoo.model_flops`),
+* model_tflop_per_step: analytic 3 × forward matmul FLOPs of the objective
+  (`monitoring.flops_per_sample`, the trainer's count),
   what MFU conventionally counts (no remat recomputation);
 * xla_tflop_per_step: what XLA's `cost_analysis` of the compiled step counts,
   summed over devices (includes recomputation, elementwise work, the loss);
@@ -23,6 +24,7 @@ required elsewhere for MFU). On CPU only compare figures within one run.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 
@@ -33,7 +35,8 @@ from ml_collections import config_flags
 
 from alip_jax import losses, mesh as mesh_lib, monitoring, train
 from alip_jax.models import two_towers
-from alip_jax.models.zoo import model_flops
+
+HLO_FILE = "train_step.hlo.txt"  # beside a trace: the compiled step, for benchmarks.profile_step
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps (after 2 warm-up steps).")
@@ -41,7 +44,6 @@ _VOCAB = flags.DEFINE_integer("vocab", 49408, "Text vocabulary size (CLIP BPE: 4
 _PEAK = flags.DEFINE_float("peak_tflops", 0.0, "Per-device peak TFLOP/s (0 = known GPUs).")
 _COMPILE_ONLY = flags.DEFINE_bool("compile_only", False, "Only lower and compile (FLOPs, "
                                   "memory, compile time); no steps.")
-flags.mark_flags_as_required(["config"])
 
 
 
@@ -56,6 +58,9 @@ def random_batch(config, vocab, sharding):
   tokens[np.arange(2)[:, None], np.arange(n)[None], lengths] = 3  # EOT
   batch = {"image": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
            "raw_tokens": tokens[0], "caption_tokens": tokens[1]}
+  if losses.num_views(config.loss) == 2:  # UniCLIP: a second view and both views' parameters
+    batch["image_view2"] = batch["image"][::-1].copy()
+    batch["aug"] = rng.random((n, 2, two_towers.AUG_DIM), dtype=np.float32)
   return {k: jax.device_put(v, sharding) for k, v in batch.items()}
 
 
@@ -71,7 +76,9 @@ def _xla_flops(compiled) -> float:
 
 
 def run(config, steps: int, vocab: int, peak_tflops: float, compile_only: bool = False,
-        devices=None) -> dict:
+        devices=None, warmup: int = 2, trace_dir: str | None = None) -> dict:
+  """`trace_dir`: a jax.profiler trace of the timed steps goes there, with
+  the compiled step's HLO (HLO_FILE)."""
   mesh = mesh_lib.make_mesh(config.mesh, devices)
   devices = mesh.devices.size
   model = two_towers.from_config(config.model, vocab, config.data.context_length,
@@ -91,8 +98,7 @@ def run(config, steps: int, vocab: int, peak_tflops: float, compile_only: bool =
         "remat": str(config.model.get("remat", "none")), "scan": bool(config.model.get("scan")),
         "objective": config.loss.name, "batch": config.train.batch_size,
         "compile_s": round(compile_s, 2),
-        "model_tflop_per_step": model_flops(config.model, config.data.image_size,
-                                            config.data.context_length)
+        "model_tflop_per_step": monitoring.flops_per_sample(config)
                                 * config.train.batch_size / 1e12,
         # cost_analysis is per device program under SPMD: × devices.
         "xla_tflop_per_step": _xla_flops(compiled) * devices / 1e12,
@@ -101,12 +107,19 @@ def run(config, steps: int, vocab: int, peak_tflops: float, compile_only: bool =
     }
     if not compile_only:
       times = []
-      for i in range(steps + 2):
+      for i in range(steps + warmup):
+        if i == warmup and trace_dir:
+          jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
+          os.makedirs(trace_dir, exist_ok=True)
+          with open(os.path.join(trace_dir, HLO_FILE), "w") as f:  # names the trace's ops
+            f.write(compiled.as_text())
         start = time.perf_counter()
         state, summary = compiled(state, batch)
         jax.block_until_ready(summary["loss"])
-        if i >= 2:
+        if i >= warmup:
           times.append(time.perf_counter() - start)
+      if trace_dir:
+        jax.profiler.stop_trace()
       step_s = statistics.median(times)
       result.update(step_s=round(step_s, 5), samples_per_s=round(config.train.batch_size / step_s, 1),
                     loss=float(summary["loss"]))
@@ -127,4 +140,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])  # here: benchmarks.profile_step reuses these flags
   app.run(main)

@@ -246,3 +246,16 @@ def to_global_batch(local_batch: dict, sharding) -> dict:
   """Host numpy batch → global jax.Arrays (keys stay on the host)."""
   return {k: jax.make_array_from_process_local_data(sharding, v)
           for k, v in local_batch.items() if k != "key"}
+
+
+def device_prefetch(ds: grain.IterDataset, sharding, buffer_size: int = 2) -> grain.IterDataset:
+  """Batches → global arrays already on the devices, `buffer_size` ahead.
+
+  A Grain prefetch thread makes the next batches' arrays (the host→device
+  copy) while the step runs, so the step never waits on the transfer. Grain
+  keeps each element's iterator state beside it: the state that checkpoints
+  save is that of the last batch handed out, not of the read-ahead, so a
+  resume continues at the same batch. The sample keys stay host strings
+  under "key" (the trainer pops them before the step)."""
+  ds = ds.map(lambda batch: {**to_global_batch(batch, sharding), "key": batch["key"]})
+  return grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=buffer_size)
