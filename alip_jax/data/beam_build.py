@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import posixpath
 import shutil
 import tempfile
 
@@ -50,6 +51,12 @@ def key_hash(key: str) -> int:
                                         digest_size=8).digest(), "big")
 
 
+def join(base: str, *parts: str) -> str:
+  """Path join for local paths and URLs (gs://…) alike, without needing the
+  file system's package at graph-construction time."""
+  return posixpath.join(base, *parts) if "://" in base else os.path.join(base, *parts)
+
+
 def open_any(path: str):
   if "://" in path:
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
@@ -69,8 +76,9 @@ def write_bytes(path: str, data: bytes) -> None:
 
 class ReadInput(beam.DoFn):
   """(file index, path) → (key, (file index, position, image, text, meta)).
-  Rows that cannot be used at all are counted here and dropped, so that a
-  later readable copy of the key is not shadowed by them."""
+  Unreadable rows (whose key is not known) are counted here; rows refused
+  on reading (meta `__skip__`) travel on, so that MakeRecord counts them
+  once and lets a later readable copy of the key stand in."""
 
   def __init__(self, columns, limits):
     self.columns, self.limits = columns, limits
@@ -83,8 +91,6 @@ class ReadInput(beam.DoFn):
       if "__error__" in meta:
         count("unreadable_input_row")
         log.warning("%s: %s skipped (%s)", path, key, meta["__error__"])
-      elif "__skip__" in meta:
-        count(meta["__skip__"])
       else:
         yield key, (file_index, position, image, text, meta)
     for reason, n in problems.items():
@@ -122,9 +128,15 @@ class MakeRecord(beam.DoFn):
     if not samples:
       count("orphan_caption_key")
       return
-    if len(samples) > 1:
-      count("duplicate_key", len(samples) - 1)
-    _, _, image, text, meta = samples[0]
+    usable = [s for s in samples if "__skip__" not in s[4]]
+    for *_, meta in samples:
+      if "__skip__" in meta:
+        count(meta["__skip__"])
+    if not usable:
+      return
+    if len(usable) > 1:
+      count("duplicate_key", len(usable) - 1)
+    _, _, image, text, meta = usable[0]
     if image is None:
       count("missing_image")
       if "__missing_file__" in meta:
@@ -177,8 +189,8 @@ class WriteShard(beam.DoFn):
   def process(self, element):
     shard, groups = element
     name = records.shard_name(self.split, shard, self.num_shards)
-    path = FileSystems.join(self.out, name)
-    sidecar = FileSystems.join(self.out, ".build", name + ".json")
+    path = join(self.out, name)
+    sidecar = join(self.out, ".build", name + ".json")
     if FileSystems.exists(path) and FileSystems.exists(sidecar):
       count("reused_shards")
       return
@@ -221,7 +233,7 @@ def build_graph(pipeline, files: list[str], caption_files: list[str], options, c
   _ = ({"ids": shard_ids, "records": made.records}
        | "GroupShards" >> beam.CoGroupByKey()
        | "WriteShard" >> beam.ParDo(WriteShard(options.out, options.split, options.num_shards)))
-  texts_path = FileSystems.join(options.out, ".build", f"{options.split}-tokenizer-texts.json")
+  texts_path = join(options.out, ".build", f"{options.split}-tokenizer-texts.json")
   _ = (made.texts
        | "TokenizerSample" >> beam.combiners.Top.Smallest(TOKENIZER_SAMPLE)
        | "WriteTokenizerSample" >> beam.Map(write_tokenizer_texts, texts_path))

@@ -100,8 +100,8 @@ class BuildOptions:
 # ---- Files, local or on a Beam file system.
 
 def _join(*parts):
-  from apache_beam.io.filesystems import FileSystems
-  return FileSystems.join(*parts) if "://" in parts[0] else os.path.join(*parts)
+  from alip_jax.data.beam_build import join
+  return join(*parts)
 
 
 def _read(path: str) -> bytes | None:
@@ -186,7 +186,8 @@ def pipeline_options(beam_args: list[str]):
   if options.view_as(StandardOptions).runner in DIRECT_RUNNERS:
     if "--direct_running_mode" not in " ".join(beam_args):
       direct.direct_running_mode = "multi_processing"
-    if "--direct_num_workers" not in " ".join(beam_args):
+    if ("--direct_num_workers" not in " ".join(beam_args)
+        and direct.direct_running_mode == "multi_processing"):
       direct.direct_num_workers = os.cpu_count() or 1
     if direct.direct_num_workers < 1:
       raise ValueError(f"--direct_num_workers {direct.direct_num_workers}: must be >= 1")

@@ -117,7 +117,7 @@ def scan(f, path: str, skip_bad: bool = False, counts: collections.Counter | Non
     resyncing = False
     typeflag = block[156:157]
     name = _text(block[:100])
-    if block[257:262] == b"ustar" and block[345:346] != b"\0":
+    if block[257:263] == b"ustar\0" and block[345:346] != b"\0":  # POSIX prefix field
       name = _text(block[345:500]) + "/" + name
     size = _number(block[124:136])
     data_offset = offset + BLOCK
