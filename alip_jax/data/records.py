@@ -24,7 +24,6 @@ import logging
 import os
 from typing import Any
 
-import grain
 import msgpack
 
 log = logging.getLogger(__name__)
@@ -147,6 +146,7 @@ class ShardedSource:
   def __init__(self, files: list[str], skip_bad_shards: bool = False):
     self.files, self.sources, self.skipped_shards = [], [], []
     self.skip_bad_shards = skip_bad_shards
+    import grain  # here, not at the top: the builder's Beam workers need no JAX
     for path in files:
       try:
         source = grain.sources.ArrayRecordDataSource([path])
