@@ -209,7 +209,9 @@ def test_options_are_validated(tmp_path, capsys):
                          (["--num_shards", "0"], "--num_shards 0: must be >= 1"),
                          (["--jpeg_quality", "101"], "--jpeg_quality 101"),
                          (["--max_text_chars", "0"], "--max_text_chars 0"),
-                         (["--split", "a-b"], "--split 'a-b'")):
+                         (["--split", "a-b"], "--split 'a-b'"),
+                         (["--direct_num_workers", "0"], "--direct_num_workers 0: must be >= 1"),
+                         (["--workers", "2"], r"unknown flags \['--workers'\]")):
     with pytest.raises(SystemExit, match=message):
       build.main(["--input", "x.tar", "--out", str(tmp_path), *flags])
 

@@ -33,6 +33,7 @@ from apache_beam.io.filesystems import CompressionTypes, FileSystems
 from apache_beam.metrics import Metrics
 
 from alip_jax.data import records, web
+from alip_jax.data.manifest import join, open_any, write_bytes
 from alip_jax.data.inputs import caption_rows, read_input
 
 log = logging.getLogger(__name__)
@@ -49,29 +50,6 @@ def key_hash(key: str) -> int:
   """A stable 64-bit hash (Python's hash() is salted per process)."""
   return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogateescape"),
                                         digest_size=8).digest(), "big")
-
-
-def join(base: str, *parts: str) -> str:
-  """Path join for local paths and URLs (gs://…) alike, without needing the
-  file system's package at graph-construction time."""
-  return posixpath.join(base, *parts) if "://" in base else os.path.join(base, *parts)
-
-
-def open_any(path: str):
-  if "://" in path:
-    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-  return open(path, "rb")
-
-
-def write_bytes(path: str, data: bytes) -> None:
-  if "://" in path:
-    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-      f.write(data)
-    return
-  tmp = path + ".incomplete"
-  with open(tmp, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
 
 
 class ReadInput(beam.DoFn):

@@ -37,14 +37,16 @@ import json
 import logging
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
 from alip_jax.data import web
-from alip_jax.data.inputs import Columns, Limits, check_table, expand
+from alip_jax.data.records import shard_name
+from alip_jax.data.manifest import (check_out, describe_files, identity, join, open_any,
+                                    read_bytes, read_json, sha256, write_bytes, write_json)
+from alip_jax.data.inputs import Columns, Limits, check_table
 
 log = logging.getLogger(__name__)
 
@@ -97,84 +99,6 @@ class BuildOptions:
     return Limits(self.max_member_bytes, self.skip_bad_members, self.allow_outside_paths)
 
 
-# ---- Files, local or on a Beam file system.
-
-def _join(*parts):
-  from alip_jax.data.beam_build import join
-  return join(*parts)
-
-
-def _read(path: str) -> bytes | None:
-  from apache_beam.io.filesystems import FileSystems
-  if not FileSystems.exists(path):
-    return None
-  from alip_jax.data.beam_build import open_any
-  with open_any(path) as f:
-    return f.read()
-
-
-def _read_json(path: str, default):
-  data = _read(path)
-  return json.loads(data) if data is not None else default
-
-
-def _write_json(path: str, value) -> None:
-  from alip_jax.data.beam_build import write_bytes
-  write_bytes(path, json.dumps(value, indent=1, sort_keys=True).encode())
-
-
-def describe_files(patterns: list[str]) -> list[dict]:
-  """[{path, bytes, mtime}] of the files the patterns match, sorted by path."""
-  from apache_beam.io.filesystems import FileSystems
-  local = [p for p in patterns if "://" not in p]
-  found = [{"path": f, "bytes": os.path.getsize(f), "mtime": os.path.getmtime(f)}
-           for f in expand(local)]
-  for pattern in (p for p in patterns if "://" in p):
-    matches = FileSystems.match([pattern])[0].metadata_list
-    if not matches:
-      raise FileNotFoundError(f"input {pattern} matches nothing")
-    found += [{"path": m.path, "bytes": m.size_in_bytes, "mtime": m.last_updated_in_seconds}
-              for m in matches]
-  return sorted({f["path"]: f for f in found}.values(), key=lambda f: f["path"])
-
-
-# ---- Manifest: what a split in --out was built from.
-
-def _sha256(path: str) -> str | None:
-  data = _read(path)
-  return hashlib.sha256(data).hexdigest() if data is not None else None
-
-
-def identity(inputs, captions, options: BuildOptions, tokenizer: str | None, vocab_size: int):
-  return {"inputs": inputs, "captions": captions, "options": dataclasses.asdict(options),
-          "tokenizer_from": {"path": tokenizer, "sha256": _sha256(tokenizer)} if tokenizer
-          else {"vocab_size": vocab_size}}
-
-
-def check_out(out: str, split: str, wanted: dict, overwrite: bool) -> None:
-  """Refuses to mix builds: an `--out` whose manifest for this split differs
-  (or shards of this split without a manifest) is an error, or with
-  `overwrite` those shards, stats and a tokenizer trained on them go."""
-  from apache_beam.io.filesystems import FileSystems
-  manifest = _read_json(_join(out, "manifest.json"), {})
-  existing = [m.path for m in FileSystems.match([_join(out, f"{split}-*.array_record*")])[0]
-              .metadata_list]
-  previous = manifest.get(split, {}).get("build")
-  if previous == wanted or (previous is None and not existing):
-    return
-  if not overwrite:
-    what = ("a different build (" + ", ".join(k for k in wanted if wanted[k] != previous.get(k))
-            + " differ)") if previous else f"{len(existing)} shard files without a manifest"
-    raise FileExistsError(f"{out} already holds split {split!r} from {what}. Choose another "
-                          f"--out, or pass --overwrite to delete that split's shards first.")
-  sidecars = FileSystems.match([_join(out, ".build", f"{split}-*")])[0].metadata_list
-  FileSystems.delete(existing + [m.path for m in sidecars]) if existing or sidecars else None
-  if manifest.get(split, {}).get("tokenizer", {}).get("trained_on") == split:
-    FileSystems.delete([_join(out, "tokenizer.model")])
-  manifest.pop(split, None)
-  _write_json(_join(out, "manifest.json"), manifest)
-
-
 # ---- The whole build.
 
 def pipeline_options(beam_args: list[str]):
@@ -182,6 +106,11 @@ def pipeline_options(beam_args: list[str]):
   DirectRunner in multi-processing mode (one worker per core)."""
   from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
   options = PipelineOptions(beam_args)
+  unknown = set(options.get_all_options(retain_unknown_options=True)) - set(
+      options.get_all_options())
+  if unknown:  # Beam would drop them with a log line: a typo must not pass silently
+    raise ValueError(f"unknown flags {sorted('--' + u for u in unknown)}: neither a builder "
+                     f"flag nor a Beam pipeline option (workers: --direct_num_workers)")
   direct = options.view_as(DirectOptions)
   if options.view_as(StandardOptions).runner in DIRECT_RUNNERS:
     if "--direct_running_mode" not in " ".join(beam_args):
@@ -231,22 +160,21 @@ def build(inputs: list[str], options: BuildOptions, caption_files: list[str] = (
   captions = describe_files(list(caption_files))
   files = [f["path"] for f in described]
   for path in files:  # wrong column types fail here, before any worker starts
-    check_table(path, options.columns(), beam_open())
+    check_table(path, options.columns(), open_any)
   if "://" not in options.out:
     os.makedirs(os.path.join(options.out, ".build"), exist_ok=True)
   wanted = identity(described, captions, options, tokenizer, vocab_size)
   check_out(options.out, options.split, wanted, overwrite)
-  manifest = _read_json(_join(options.out, "manifest.json"), {})
+  manifest = read_json(join(options.out, "manifest.json"), {})
   manifest[options.split] = {"build": wanted, "complete": False}
-  _write_json(_join(options.out, "manifest.json"), manifest)
+  write_json(join(options.out, "manifest.json"), manifest)
 
   counters = run_pipeline(files, [c["path"] for c in captions], options,
                           pipeline_options(list(beam_args)))
   shards = {}
   for shard in range(options.num_shards):
-    from alip_jax.data.records import shard_name
     name = shard_name(options.split, shard, options.num_shards)
-    shards[name] = _read_json(_join(options.out, ".build", name + ".json"), None)
+    shards[name] = read_json(join(options.out, ".build", name + ".json"), None)
     if shards[name] is None:
       raise RuntimeError(f"shard {name} was not written (see the pipeline's log)")
   written = sum(s["records"] for s in shards.values())
@@ -257,38 +185,32 @@ def build(inputs: list[str], options: BuildOptions, caption_files: list[str] = (
            "caption_from_raw": caption_from_raw, "shards": shards, "reused_shards": reused,
            "seconds": round(time.time() - start, 1), "options": dataclasses.asdict(options)}
   # One entry per split, so train and eval splits can be built into one directory.
-  all_stats = _read_json(_join(options.out, "stats.json"), {})
+  all_stats = read_json(join(options.out, "stats.json"), {})
   all_stats[options.split] = stats
-  counts = _read_json(_join(options.out, "counts.json"), {})
+  counts = read_json(join(options.out, "counts.json"), {})
   counts.setdefault("splits", {})[options.split] = written
   counts.setdefault("shards", {})[options.split] = {n: s["records"] for n, s in shards.items()}
   manifest[options.split] = {"build": wanted, "complete": True, "tokenizer": tokenizer_info,
                              "shards": counts["shards"][options.split]}
   for name, data in (("stats.json", all_stats), ("counts.json", counts),
                      ("manifest.json", manifest)):
-    _write_json(_join(options.out, name), data)
+    write_json(join(options.out, name), data)
   return stats
-
-
-def beam_open():
-  from alip_jax.data.beam_build import open_any
-  return open_any
 
 
 def make_tokenizer(options: BuildOptions, tokenizer: str | None, vocab_size: int,
                    written: int) -> dict:
   """tokenizer.model in --out: a copy of `tokenizer`, the one already there
   (a second split reuses the first's), or trained on the build's text sample."""
-  path = _join(options.out, "tokenizer.model")
+  path = join(options.out, "tokenizer.model")
   if tokenizer:
-    data = _read(tokenizer)
-    if _read(path) != data:
-      from alip_jax.data.beam_build import write_bytes
+    data = read_bytes(tokenizer)
+    if read_bytes(path) != data:
       write_bytes(path, data)
     return {"sha256": hashlib.sha256(data).hexdigest(), "copied_from": tokenizer}
-  existing = _sha256(path)
+  existing = sha256(path)
   if existing:
-    manifest = _read_json(_join(options.out, "manifest.json"), {})
+    manifest = read_json(join(options.out, "manifest.json"), {})
     trained_on = next((s for s, m in manifest.items() if m.get("tokenizer", {}).get(
         "sha256") == existing), None)
     return {"sha256": existing, "trained_on": trained_on or "unknown"}
@@ -297,13 +219,12 @@ def make_tokenizer(options: BuildOptions, tokenizer: str | None, vocab_size: int
                      f"texts to train a tokenizer on; see stats.json for the skips, or give "
                      f"--tokenizer")
   from alip_jax.data.tokenizer import train_sentencepiece
-  texts = _read_json(_join(options.out, ".build", f"{options.split}-tokenizer-texts.json"), [])
+  texts = read_json(join(options.out, ".build", f"{options.split}-tokenizer-texts.json"), [])
   with tempfile.TemporaryDirectory() as tmp:
     local = os.path.join(tmp, "tokenizer.model")
     train_sentencepiece([web.clean_text(t) for t in texts], local, vocab_size=vocab_size)
     with open(local, "rb") as f:
       data = f.read()
-  from alip_jax.data.beam_build import write_bytes
   write_bytes(path, data)
   return {"sha256": hashlib.sha256(data).hexdigest(), "trained_on": options.split}
 
@@ -359,10 +280,12 @@ def main(argv=None):
                                           for f in dataclasses.fields(BuildOptions)
                                           if f.name != "out"})
   caption_files = list(args.captions)
-  if args.captioner:
-    caption_files.append(run_captioner(args, os.path.join(args.out, f"captions-{args.split}.jsonl")))
   try:
     options.validate()
+    pipeline_options(beam_args)
+    if args.captioner:
+      caption_files.append(run_captioner(args, os.path.join(args.out,
+                                                            f"captions-{args.split}.jsonl")))
     stats = build(args.input, options, caption_files, beam_args, args.tokenizer,
                   args.vocab_size, args.overwrite)
   except (ValueError, FileExistsError, FileNotFoundError) as e:
