@@ -286,3 +286,13 @@ def test_the_dataflow_graph_builds_with_cluster_options():
   proto = pipeline.to_runner_api()  # every DoFn pickles; the graph is complete
   names = {t.unique_name for t in proto.components.transforms.values()}
   assert {"ReadInput", "JoinCaptions", "MakeRecord", "GroupShards", "WriteShard"} <= names
+
+
+@pytest.mark.slow
+def test_build_benchmark_prints_rate_and_memory():
+  from alip_jax.benchmarks import build as benchmark
+  rows = benchmark.main(["--records", "24", "--per_tar", "10", "--source_size", "48",
+                         "--resize", "32", "--workers", "1", "--extra_captions", "0,2",
+                         "--old_ref", "none"])
+  assert [(r[0], r[1], r[2]) for r in rows] == [("beam", 24, 24), ("beam", 24, 72)]
+  assert all(r[4] > 0 and r[5] > 50 * 2**20 for r in rows)  # records/s, peak RSS of a Python
