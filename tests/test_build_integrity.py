@@ -66,6 +66,13 @@ def test_bad_header_mid_archive_is_named_or_counted_and_resynced(tmp_path):
   assert counts == {"bad_tar_header": 1}
   assert len(got) == 20 and set(got["k05"]) == {"txt"}  # only the damaged member is lost
   assert all(set(got[k]) == {"jpg", "txt"} for k in got if k != "k05")
+  # Through the whole build: the error names the file and offset; with
+  # --skip_bad_members the build counts it and keeps every other sample.
+  with pytest.raises(tar_reader.TarError, match=f"a.tar: bad tar header at byte offset {bad}"):
+    build.build([str(path)], build.BuildOptions(out=str(tmp_path / "o1")))
+  stats = build.build([str(path)], build.BuildOptions(
+      out=str(tmp_path / "o2"), skip_bad_members=True, missing_caption="raw"), vocab_size=40)
+  assert stats["written"] == 19 and stats["skipped"] == {"bad_tar_header": 1, "missing_image": 1}
 
 
 def test_truncated_archives_are_named_or_counted(tmp_path):
@@ -285,7 +292,7 @@ def test_the_dataflow_graph_builds_with_cluster_options():
                          ["gs://my-bucket/captions.parquet"], opts, opts.columns(), opts.limits())
   proto = pipeline.to_runner_api()  # every DoFn pickles; the graph is complete
   names = {t.unique_name for t in proto.components.transforms.values()}
-  assert {"ReadInput", "JoinCaptions", "MakeRecord", "GroupShards", "WriteShard"} <= names
+  assert {"ReadKeys", "JoinCaptions", "Select", "MakeRecords", "GroupShards", "WriteShard"} <= names
 
 
 @pytest.mark.slow

@@ -1,14 +1,18 @@
-"""The builder's Apache Beam graph: inputs → keyed samples ⋈ captions →
-one record per key → shards by a stable hash of the key → ArrayRecord.
+"""The builder's Apache Beam graph. Images never pass through a shuffle (on
+the DirectRunner a shuffle is held in the runner's memory): keys are joined
+first, and each input file is read a second time for the samples it won.
 
-  inputs (tars, tables)  ──ReadInput──►  (key, (file, position, image, text, meta))
-  captions files       ──ReadCaptions──► (key, (file, row, [captions]))
-          └──────────── CoGroupByKey ────────────┘
-  MakeRecord: first occurrence by (file, position) wins, the rest are
-    `duplicate_key`; caption keys with no sample are `orphan_caption_key`;
-    texts checked, image decoded / validated / resized → (shard, record)
-  (shard, record) ⋈ every shard id ── WriteShard: sorted by key,
-    records.write_shard, a sidecar with its count
+  inputs (tars, tables) ──ReadKeys──►   (key, (file, position, skip reason))
+  captions files      ──ReadCaptions──► (key, (file, row, [captions]))
+          └──────────── CoGroupByKey ───────────┘
+  Select: first occurrence by (file, position) wins, the others are
+    `duplicate_key`; caption keys with no sample are `orphan_caption_key`
+    → (file, (position, key, captions)), grouped by file
+  MakeRecords: re-reads the file; texts checked, image decoded / validated /
+    resized; records spilled to one ArrayRecord file per output shard
+    (hash(key) mod N) → (shard, spill file)
+  spill files ⋈ every shard id ── WriteShard: records sorted by key,
+    records.write_shard, a sidecar with its count; spills deleted
 
 Everything that decides the output (which duplicate wins, which caption,
 which shard, the order inside a shard, the tokenizer's text sample) depends
@@ -52,11 +56,10 @@ def key_hash(key: str) -> int:
                                         digest_size=8).digest(), "big")
 
 
-class ReadInput(beam.DoFn):
-  """(file index, path) → (key, (file index, position, image, text, meta)).
-  Unreadable rows (whose key is not known) are counted here; rows refused
-  on reading (meta `__skip__`) travel on, so that MakeRecord counts them
-  once and lets a later readable copy of the key stand in."""
+class ReadKeys(beam.DoFn):
+  """(file index, path) → (key, (file index, position, skip reason or None)).
+  Unreadable rows (whose key is not known) and damage to the file are
+  counted here, once; the images are read but not kept."""
 
   def __init__(self, columns, limits):
     self.columns, self.limits = columns, limits
@@ -64,16 +67,36 @@ class ReadInput(beam.DoFn):
   def process(self, element):
     file_index, path = element
     problems = collections.Counter()
-    for position, (key, image, text, meta) in enumerate(
+    for position, (key, _, _, meta) in enumerate(
         read_input(path, self.columns, self.limits, problems, open_any)):
       if "__error__" in meta:
         count("unreadable_input_row")
         log.warning("%s: %s skipped (%s)", path, key, meta["__error__"])
       else:
-        yield key, (file_index, position, image, text, meta)
+        yield key, (file_index, position, meta.get("__skip__"))
     for reason, n in problems.items():
       count(reason, n)
       log.warning("%s: %d × %s", path, n, reason)
+
+
+def select(element):
+  """(key, {samples, captions}) → (file, (position, key, captions)) for the
+  occurrence that wins; the rest counted. Occurrences refused on reading
+  are counted by their reason and do not shadow a later readable one."""
+  key, groups = element
+  samples = sorted(groups["samples"])
+  if not samples:
+    count("orphan_caption_key")
+    return
+  for *_, skip in samples:
+    if skip:
+      count(skip)
+  usable = [s for s in samples if not s[2]]
+  if len(usable) > 1:
+    count("duplicate_key", len(usable) - 1)
+  if usable:
+    captions = [c for *_, cs in sorted(groups["captions"]) for c in cs]
+    yield usable[0][0], (usable[0][1], key, captions)
 
 
 def read_captions(element):
@@ -82,12 +105,14 @@ def read_captions(element):
     yield key, (file_index, row, captions)
 
 
-class MakeRecord(beam.DoFn):
-  """(key, {samples, captions}) → (shard, record), or a counted skip.
-  Tagged output `texts`: (key hash, raw, caption) for the tokenizer."""
+class MakeRecords(beam.DoFn):
+  """(file index, [(position, key, captions)]) → (shard, spill file) for
+  every shard that gets records from this file, or counted skips. Tagged
+  output `texts`: (key hash, raw, caption) for the tokenizer. A worker holds
+  one input file's records (resized) at a time."""
 
-  def __init__(self, options):
-    self.options = options
+  def __init__(self, files, options, columns, limits):
+    self.files, self.options, self.columns, self.limits = files, options, columns, limits
 
   def _text(self, value, field):
     text, problem = web.check_text(value)
@@ -99,49 +124,52 @@ class MakeRecord(beam.DoFn):
     return text
 
   def process(self, element):
-    key, groups = element
+    file_index, selected = element
+    path, o = self.files[file_index], self.options
+    wanted = {position: (key, captions) for position, key, captions in selected}
+    by_shard = collections.defaultdict(list)
+    for position, (key, image, text, meta) in enumerate(
+        read_input(path, self.columns, self.limits, None, open_any)):
+      if position in wanted and wanted[position][0] == key:
+        made = self.make(key, image, text, meta, wanted[position][1])
+        if made:
+          by_shard[key_hash(key) % o.num_shards].append(made[0])
+          yield beam.pvalue.TaggedOutput("texts", made[1])
+    for shard, samples in sorted(by_shard.items()):
+      spill = join(o.out, ".build", f"{o.split}-spill", f"{shard:05d}-{file_index:05d}.array_record")
+      write_records(spill, samples)
+      yield shard, spill
+
+  def make(self, key, image, text, meta, choices):
+    """(record, tokenizer texts), or None with the reason counted."""
     o = self.options
-    samples = sorted(groups["samples"], key=lambda s: s[:2])
-    choices = [c for *_, cs in sorted(groups["captions"], key=lambda c: c[:2]) for c in cs]
-    if not samples:
-      count("orphan_caption_key")
-      return
-    usable = [s for s in samples if "__skip__" not in s[4]]
-    for *_, meta in samples:
-      if "__skip__" in meta:
-        count(meta["__skip__"])
-    if not usable:
-      return
-    if len(usable) > 1:
-      count("duplicate_key", len(usable) - 1)
-    _, _, image, text, meta = usable[0]
     if image is None:
       count("missing_image")
       if "__missing_file__" in meta:
         log.warning("%s skipped: no image file %s", key, meta["__missing_file__"])
-      return
+      return None
     raw = self._text(text, "raw_text")
     if raw is None:
-      return
+      return None
     if choices:
       pick = choices[0] if o.caption_choice == "first" else choices[
           (key_hash(key) + o.seed) % len(choices)]
       caption = self._text(pick, "caption")
       if caption is None:
-        return
+        return None
     elif o.missing_caption == "raw":
       caption, meta = raw, {**meta, "caption_from_raw": True}
     else:
       count("missing_caption")
-      return
+      return None
     try:
       decoded = web.load_image(image, o.max_pixels, o.resize)
     except web.ImageTooLarge:
       count("image_too_large")
-      return
+      return None
     except Exception:  # pylint: disable=broad-except
       count("undecodable_image")
-      return
+      return None
     if o.resize:
       image = web.encode_jpeg(web.resize_shorter(decoded, o.resize), o.jpeg_quality)
     record = dict(key=key, image=image, raw_text=raw, caption=caption)
@@ -151,40 +179,65 @@ class MakeRecord(beam.DoFn):
       record["meta"] = meta
     if meta.get("caption_from_raw"):
       count("caption_from_raw")  # written, flagged: not a skip
-    yield key_hash(key) % o.num_shards, record
-    yield beam.pvalue.TaggedOutput("texts", (key_hash(key), raw, caption))
+    return record, (key_hash(key), raw, caption)
+
+
+def write_records(path: str, samples: list[dict]) -> int:
+  """records.write_shard to a local path, or locally and then copied to a
+  remote one (ArrayRecord writes local files)."""
+  if "://" not in path:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return records.write_shard(path, samples)
+  with tempfile.TemporaryDirectory() as tmp:
+    local = os.path.join(tmp, posixpath.basename(path))
+    written = records.write_shard(local, samples)
+    with open(local, "rb") as src, FileSystems.create(
+        path, compression_type=CompressionTypes.UNCOMPRESSED) as dst:
+      shutil.copyfileobj(src, dst, 1 << 24)
+  return written
+
+
+def read_records(path: str) -> list[dict]:
+  from array_record.python.array_record_module import ArrayRecordReader
+  with tempfile.TemporaryDirectory() as tmp:
+    if "://" in path:
+      local = os.path.join(tmp, posixpath.basename(path))
+      with open_any(path) as src, open(local, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 24)
+      path = local
+    reader = ArrayRecordReader(path)
+    try:
+      return [records.decode(r) for r in reader.read_all()]
+    finally:
+      reader.close()
 
 
 class WriteShard(beam.DoFn):
-  """(shard, {ids, records}) → the shard file (records sorted by key) and
-  its sidecar `.build/NAME.json` {records, bytes}. A shard whose file and
-  sidecar exist is kept (a resumed build; same inputs and options, checked
-  by build.py's manifest, give the same bytes)."""
+  """(shard, {ids, spills}) → the shard file (its records from every spill
+  file, sorted by key) and its sidecar `.build/NAME.json` {records, bytes};
+  the spills are deleted. A shard whose file and sidecar exist is kept (a
+  resumed build: same inputs and options, checked by build.py's manifest,
+  give the same bytes)."""
 
   def __init__(self, out: str, split: str, num_shards: int):
     self.out, self.split, self.num_shards = out, split, num_shards
 
   def process(self, element):
     shard, groups = element
+    spills = sorted(set(groups["spills"]))
     name = records.shard_name(self.split, shard, self.num_shards)
     path = join(self.out, name)
     sidecar = join(self.out, ".build", name + ".json")
     if FileSystems.exists(path) and FileSystems.exists(sidecar):
       count("reused_shards")
-      return
-    samples = sorted(groups["records"], key=lambda r: r["key"])
-    if "://" in self.out:  # ArrayRecord writes local files: write, then copy
-      with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, name)
-        written = records.write_shard(local, samples)
-        size = os.path.getsize(local)
-        with open(local, "rb") as src, FileSystems.create(
-            path, compression_type=CompressionTypes.UNCOMPRESSED) as dst:
-          shutil.copyfileobj(src, dst, 1 << 24)
     else:
-      written = records.write_shard(path, samples)
-      size = os.path.getsize(path)
-    write_bytes(sidecar, json.dumps({"records": written, "bytes": size}).encode())
+      samples = sorted((r for spill in spills for r in read_records(spill)),
+                       key=lambda r: r["key"])
+      written = write_records(path, samples)
+      size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+      write_bytes(sidecar, json.dumps({"records": written, "bytes": size}).encode())
+    if spills:
+      FileSystems.delete(spills)
 
 
 def write_tokenizer_texts(top, path: str) -> None:
@@ -197,18 +250,21 @@ def build_graph(pipeline, files: list[str], caption_files: list[str], options, c
   """Adds the whole build to `pipeline` (nothing runs until it is run).
   `files` and `caption_files` are expanded paths (local or a FileSystems
   scheme such as gs://); outputs go to options.out."""
-  samples = (pipeline
-             | "Inputs" >> beam.Create(list(enumerate(files)))
-             | "SpreadInputs" >> beam.Reshuffle()
-             | "ReadInput" >> beam.ParDo(ReadInput(columns, limits)))
+  keys = (pipeline
+          | "Inputs" >> beam.Create(list(enumerate(files)))
+          | "SpreadInputs" >> beam.Reshuffle()
+          | "ReadKeys" >> beam.ParDo(ReadKeys(columns, limits)))
   captions = (pipeline
               | "CaptionFiles" >> beam.Create(list(enumerate(caption_files)))
               | "ReadCaptions" >> beam.FlatMap(read_captions))
-  made = ({"samples": samples, "captions": captions}
+  made = ({"samples": keys, "captions": captions}
           | "JoinCaptions" >> beam.CoGroupByKey()
-          | "MakeRecord" >> beam.ParDo(MakeRecord(options)).with_outputs("texts", main="records"))
+          | "Select" >> beam.FlatMap(select)
+          | "ByInputFile" >> beam.GroupByKey()
+          | "MakeRecords" >> beam.ParDo(MakeRecords(files, options, columns, limits))
+          .with_outputs("texts", main="spills"))
   shard_ids = pipeline | "ShardIds" >> beam.Create([(s, None) for s in range(options.num_shards)])
-  _ = ({"ids": shard_ids, "records": made.records}
+  _ = ({"ids": shard_ids, "spills": made.spills}
        | "GroupShards" >> beam.CoGroupByKey()
        | "WriteShard" >> beam.ParDo(WriteShard(options.out, options.split, options.num_shards)))
   texts_path = join(options.out, ".build", f"{options.split}-tokenizer-texts.json")

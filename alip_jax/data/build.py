@@ -46,7 +46,8 @@ from alip_jax.data import web
 from alip_jax.data.records import shard_name
 from alip_jax.data.manifest import (check_out, describe_files, identity, join, open_any,
                                     read_bytes, read_json, sha256, write_bytes, write_json)
-from alip_jax.data.inputs import Columns, Limits, check_table
+from alip_jax.data.inputs import BadInputError, Columns, Limits, check_table
+from alip_jax.data.tar_reader import TarError
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +139,14 @@ def run_pipeline(files, caption_files, options: BuildOptions, beam_options) -> d
   pipeline = beam.Pipeline(runner=runner, options=beam_options)
   beam_build.build_graph(pipeline, files, caption_files, options, options.columns(),
                          options.limits())
-  result = pipeline.run()
-  result.wait_until_finish()
+  try:
+    result = pipeline.run()
+    result.wait_until_finish()
+  except Exception as e:  # Beam wraps a worker's error in its own: name ours plainly
+    found = re.search(r"(TarError|BadInputError): (.+)", str(e))
+    if found:
+      raise (TarError if found.group(1) == "TarError" else BadInputError)(found.group(2)) from e
+    raise
   counters = {}
   for counter in result.metrics().query(MetricsFilter().with_namespace(
       beam_build.NAMESPACE))["counters"]:
