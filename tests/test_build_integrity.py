@@ -103,9 +103,15 @@ def test_members_of_a_key_need_not_be_adjacent_and_links_resolve(tmp_path):
       info = tarfile.TarInfo(name)
       info.type, info.linkname = kind, target
       archive.addfile(info)
+    add(archive, "a.txt", b"raw a again")                    # same key and extension
+    fifo = tarfile.TarInfo("e.fifo")
+    fifo.type = tarfile.FIFOTYPE
+    archive.addfile(fifo)
   got, counts = samples_of(tmp_path / "links.tar")
   assert got["b"]["jpg"] == got["c"]["jpg"] == got["a"]["jpg"] == image_bytes(0)
-  assert counts == {"unresolved_tar_link": 1} and "d" not in got
+  assert got["a"]["txt"] == b"raw a" and "d" not in got and "e" not in got
+  assert counts == {"unresolved_tar_link": 1, "duplicate_tar_member": 1,
+                    "unsupported_tar_member": 1}
 
 
 def sparse_bomb_tar(path):
@@ -180,6 +186,9 @@ def hostile(tmp_path_factory):
     add(archive, "bomb2.txt", b"raw bomb")
     add(archive, "long.jpg", image_bytes(7))
     add(archive, "long.txt", ("word " * 1000).encode())        # 4999 chars > 4096
+    for key in ("longcap", "emptycap", "badcap"):             # their captions are bad
+      add(archive, f"{key}.jpg", image_bytes(8))
+      add(archive, f"{key}.txt", b"raw fine")
   pq.write_table(pa.table({"key": [0, 1], "image": [image_bytes(10), image_bytes(11)],
                            "text": ["raw ten", "raw eleven"]}), d / "ints.parquet")
   with open(d / "wrong.jsonl", "w") as f:
@@ -188,6 +197,11 @@ def hostile(tmp_path_factory):
     for key in ["k0", "k1", "k2", "k3", "k4", "big", "bomb1", "bomb2", "long", "0", "1",
                 "nobody", "nobody", "nobody2"]:
       f.write(json.dumps({"key": key, "caption": f"caption {key}"}) + "\n")
+  with open(d / "caps.jsonl", "ab") as f:
+    f.write(json.dumps({"key": "longcap", "caption": "word " * 1000}).encode() + b"\n")
+    f.write(json.dumps({"key": "emptycap", "caption": " &nbsp; "}).encode() + b"\n")
+    f.write(b'{"key": "badcap", "caption": "caption \xff"}\n')  # not UTF-8
+    f.write(b'{"key": "bad\xfekey", "caption": "caption"}\n')
   return d
 
 
@@ -198,7 +212,9 @@ def test_every_counter_is_exact(hostile, tmp_path):
                       build.BuildOptions(out=out, num_shards=2, max_member_bytes=20000),
                       [str(hostile / "caps.jsonl")], vocab_size=40)
   assert stats["skipped"] == {"member_too_large": 1, "image_too_large": 2, "too_long_raw_text": 1,
-                              "orphan_caption_key": 2, "bad_column_type": 1}
+                              "orphan_caption_key": 2, "bad_column_type": 1,
+                              "too_long_caption": 1, "empty_caption": 1, "non_utf8_caption": 1,
+                              "non_utf8_key": 1}
   samples = read_back(out)
   assert sorted(samples) == ["0", "1", "k0", "k1", "k2", "k3", "k4"] and stats["written"] == 7
   assert samples["0"]["caption"] == "caption 0" and samples["0"]["raw_text"] == "raw ten"

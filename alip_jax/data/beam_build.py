@@ -72,6 +72,8 @@ class ReadKeys(beam.DoFn):
       if "__error__" in meta:
         count("unreadable_input_row")
         log.warning("%s: %s skipped (%s)", path, key, meta["__error__"])
+      elif not utf8(key):
+        count("non_utf8_key")
       else:
         yield key, (file_index, position, meta.get("__skip__"))
     for reason, n in problems.items():
@@ -99,9 +101,22 @@ def select(element):
     yield usable[0][0], (usable[0][1], key, captions)
 
 
+def utf8(text: str) -> bool:
+  """False for a str read with errors='surrogateescape' from bytes that are
+  not UTF-8 (Beam's coders cannot carry it)."""
+  return not any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
 def read_captions(element):
+  """Captions that are not UTF-8 travel as bytes, to be counted
+  (non_utf8_caption) if they are chosen."""
   file_index, path = element
   for row, (key, captions) in enumerate(caption_rows(path, open_any)):
+    if not utf8(key):
+      count("non_utf8_key")
+      continue
+    captions = [c.encode("utf-8", "surrogateescape") if isinstance(c, str) and not utf8(c) else c
+                for c in captions]
     yield key, (file_index, row, captions)
 
 
