@@ -1,58 +1,63 @@
-"""Build ArrayRecord triplet shards from the data people have.
+"""Build ArrayRecord triplet shards from the data people have, as an Apache
+Beam pipeline: the same code runs on this machine (Beam's Python
+DirectRunner, several processes) and on a cluster (Dataflow, Flink, Spark).
 
   python -m alip_jax.data.build --input 'laion/{00000..00099}.tar' \
-      --captions captions.jsonl --out data/laion --num_shards 64 --workers 8 \
-      --resize 256
+      --captions captions.jsonl --out data/laion --num_shards 64 --resize 256 \
+      --direct_num_workers 8
 
-Inputs (`--input`, globs; braces expand): webdataset tars as img2dataset
-writes them (KEY.jpg|png|webp…, KEY.txt, KEY.json), and tables — Parquet,
-CSV, TSV, JSONL — with a key column, a text column and an image column that
-holds encoded bytes (or a {"bytes": …} struct, as HF datasets write) or a
-path (relative to the table). Synthetic captions come from `--captions`
-(JSONL or Parquet with `key` and `caption`: a string or a list), matched by
-key; or `--captioner DIR` first captions every image with a local HF
-image-to-text model (alip_jax/data/caption.py, in `--captioner_python`).
+Inputs (`--input`, globs; braces expand; gs:// and other Beam file systems
+too): webdataset tars as img2dataset writes them (KEY.jpg|png|webp…,
+KEY.txt, KEY.json; a key's members anywhere in the archive), and tables —
+Parquet, CSV, TSV, JSONL — with a key column, a text column and an image
+column that holds encoded bytes (or a {"bytes": …} struct, as HF datasets
+write) or a path inside the table's directory. Synthetic captions come from
+`--captions` (JSONL or Parquet with `key` and `caption`: a string or a
+list), joined by key; or `--captioner DIR` first captions every image with a
+local HF image-to-text model (alip_jax/data/caption.py).
 
-Output in `--out`: `{split}-0000j-of-0000N.array_record` in the schema of
-records.py, `stats.json` (records written, skipped by reason, shard sizes),
-`counts.json` (what the trainer reads) and `tokenizer.model` (SentencePiece,
-trained on a sample of the texts, unless `--tokenizer` gives one). Input
-files are dealt round-robin to the N output shards; each output shard is one
-job, written to a temporary name and renamed when complete with its stats
-beside it, so re-running skips finished shards. Rules: docs/DATA.md.
+Output in `--out`: `{split}-0000j-of-0000N.array_record` (records go to shard
+hash(key) mod N, sorted by key inside it), `stats.json` (records written,
+skipped by reason, shard sizes), `counts.json` (what the trainer reads and
+checks the shard files against), `manifest.json` (inputs with sizes and
+mtimes, options, tokenizer hash, records per shard) and `tokenizer.model`.
+A re-run into an `--out` built from other inputs or options is refused
+unless `--overwrite`; an identical re-run keeps finished shards. The graph:
+beam_build.py; the rules: docs/DATA.md. Every other flag is a Beam pipeline
+option (`--runner`, `--project`, `--temp_location`, …).
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
-import concurrent.futures
 import dataclasses
+import hashlib
 import importlib.resources
 import itertools
 import json
 import logging
-import multiprocessing
 import os
-import shutil
+import re
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
-import zlib
 
-import numpy as np
-from array_record.python.array_record_module import ArrayRecordWriter
-
-from alip_jax import fileio
-from alip_jax.data import records, web
-from alip_jax.data.inputs import Columns, expand, read_captions, read_input, read_table_rows
+from alip_jax.data import web
+from alip_jax.data.records import shard_name
+from alip_jax.data.manifest import (check_out, describe_files, identity, join, open_any,
+                                    read_bytes, read_json, sha256, write_bytes, write_json)
+from alip_jax.data.inputs import BadInputError, Columns, Limits, check_table
+from alip_jax.data.tar_reader import TarError
 
 log = logging.getLogger(__name__)
 
+DIRECT_RUNNERS = (None, "DirectRunner", "direct", "FnApiRunner")
+
+
 @dataclasses.dataclass
 class BuildOptions:
+  """Everything that decides the output (it goes into the manifest)."""
   out: str
   split: str = "train"
   num_shards: int = 1
@@ -66,176 +71,170 @@ class BuildOptions:
   references: bool = False        # also store all of a key's captions as `captions`
                                   # (retrieval references: a Flickr30k/COCO-style eval split)
   max_pixels: int = web.MAX_PIXELS
+  max_member_bytes: int = 64 << 20  # tar member / table image file, checked before reading
+  max_text_chars: int = 4096      # longer texts (after cleaning) are skipped: too_long_*
+  skip_bad_members: bool = False  # damaged tars: count and resync instead of failing
+  allow_outside_paths: bool = False
   seed: int = 0
 
+  def validate(self) -> None:
+    problems = []
+    if not re.fullmatch(r"[A-Za-z0-9_]+", self.split):
+      problems.append(f"--split {self.split!r}: letters, digits and _ only")
+    for name, low, high in (("num_shards", 1, 99999), ("resize", 0, None), ("jpeg_quality", 1, 100),
+                            ("max_pixels", 1, None), ("max_member_bytes", 1, None),
+                            ("max_text_chars", 1, None)):
+      value = getattr(self, name)
+      if value < low or (high is not None and value > high):
+        problems.append(f"--{name} {value}: must be >= {low}" + (f" and <= {high}" if high else ""))
+    if self.missing_caption not in ("drop", "raw"):
+      problems.append(f"--missing_caption {self.missing_caption!r}: 'drop' or 'raw'")
+    if self.caption_choice not in ("first", "random"):
+      problems.append(f"--caption_choice {self.caption_choice!r}: 'first' or 'random'")
+    if problems:
+      raise ValueError("invalid options: " + "; ".join(problems))
 
-# ---- One output shard.
+  def columns(self) -> Columns:
+    return Columns(self.key_column, self.image_column, self.text_column)
 
-def _text(value, counts, field) -> str | None:
-  """The text, or None with its problem counted (web.check_text)."""
-  text, problem = web.check_text(value)
-  if problem:
-    counts[f"{problem}_{field}"] += 1
-  return text
-
-
-def build_shard(job) -> dict:
-  """Writes one output shard from its input files; returns its stats."""
-  shard, num_shards, inputs, captions, skip_keys, options = job
-  name = f"{options.split}-{shard:05d}-of-{num_shards:05d}.array_record"
-  final = os.path.join(options.out, name)
-  stats_path = os.path.join(options.out, ".stats", name + ".json")
-  if os.path.exists(final) and os.path.exists(stats_path):
-    with open(stats_path) as f:
-      return {**json.load(f), "reused": True}
-  tmp = final + ".incomplete"
-  writer = ArrayRecordWriter(tmp, "group_size:1")
-  counts, written, sample_texts = collections.Counter(), 0, []
-  seen = set()
-  rng = np.random.default_rng(options.seed + shard)
-  for path in inputs:
-    columns = Columns(options.key_column, options.image_column, options.text_column)
-    for key, image, text, meta in read_input(path, columns):
-      if "__error__" in meta:
-        counts["unreadable_input_row"] += 1
-        log.warning("%s: %s skipped (%s)", path, key, meta["__error__"])
-        continue
-      if (path, key) in skip_keys or key in seen:
-        counts["duplicate_key"] += 1
-        continue
-      seen.add(key)
-      if image is None:
-        counts["missing_image"] += 1
-        if "__missing_file__" in meta:
-          log.warning("%s: %s skipped: no image file %s", path, key, meta["__missing_file__"])
-        continue
-      raw = _text(text, counts, "raw_text")
-      if raw is None:
-        continue
-      choices = captions.get(key) or []
-      caption = None
-      if choices:
-        pick = choices[0] if options.caption_choice == "first" else choices[
-            (zlib.crc32(key.encode()) + options.seed) % len(choices)]
-        caption = _text(pick, counts, "caption")
-        if caption is None:
-          continue
-      elif options.missing_caption == "raw":
-        caption, meta = raw, {**meta, "caption_from_raw": True}
-      else:
-        counts["missing_caption"] += 1
-        continue
-      try:
-        decoded = web.load_image(image, options.max_pixels)
-      except web.ImageTooLarge:
-        counts["image_too_large"] += 1
-        continue
-      except Exception:  # pylint: disable=broad-except
-        counts["undecodable_image"] += 1
-        continue
-      if options.resize:
-        image = web.encode_jpeg(web.resize_shorter(decoded, options.resize), options.jpeg_quality)
-      record = dict(key=key, image=image, raw_text=raw, caption=caption)
-      if options.references:
-        record["captions"] = [c for c in choices if isinstance(c, str) and web.clean_text(c)]
-      if meta:
-        record["meta"] = meta
-      writer.write(records.encode(record))
-      written += 1
-      if meta.get("caption_from_raw"):
-        counts["caption_from_raw"] += 1  # written, flagged: not a skip
-      if len(sample_texts) < 2000 and rng.random() < 0.5:
-        sample_texts += [raw, caption]
-  writer.close()
-  os.replace(tmp, final)
-  stats = {"shard": name, "inputs": inputs, "written": written, "skipped": dict(counts),
-           "bytes": os.path.getsize(final), "sample_texts": sample_texts}
-  os.makedirs(os.path.dirname(stats_path), exist_ok=True)
-  with open(stats_path, "w") as f:
-    json.dump(stats, f)
-  return stats
+  def limits(self) -> Limits:
+    return Limits(self.max_member_bytes, self.skip_bad_members, self.allow_outside_paths)
 
 
 # ---- The whole build.
 
-def duplicate_keys(files: list[str], options: BuildOptions) -> set[tuple[str, str]]:
-  """(file, key) of every occurrence after the first of a key across inputs
-  (within one input file the shard job skips repeats itself)."""
-  first, repeats = {}, set()
-  for path in files:
-    if path.endswith(".tar"):
-      with tarfile.open(path) as archive:
-        keys = {os.path.basename(m.name).partition(".")[0] for m in archive if m.isfile()}
-    else:
-      stem = os.path.splitext(os.path.basename(path))[0]
-      keys = {str(row.get(options.key_column) or f"{stem}-{i:08d}")
-              for i, row in enumerate(read_table_rows(path, only=[options.key_column]))}
-    for key in keys:
-      if first.setdefault(key, path) != path:
-        repeats.add((path, key))
-  return repeats
+def pipeline_options(beam_args: list[str]):
+  """Beam options from the command line; without --runner, the Python
+  DirectRunner in multi-processing mode (one worker per core)."""
+  from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+  options = PipelineOptions(beam_args)
+  unknown = set(options.get_all_options(retain_unknown_options=True)) - set(
+      options.get_all_options())
+  if unknown:  # Beam would drop them with a log line: a typo must not pass silently
+    raise ValueError(f"unknown flags {sorted('--' + u for u in unknown)}: neither a builder "
+                     f"flag nor a Beam pipeline option (workers: --direct_num_workers)")
+  direct = options.view_as(DirectOptions)
+  if options.view_as(StandardOptions).runner in DIRECT_RUNNERS:
+    if "--direct_running_mode" not in " ".join(beam_args):
+      direct.direct_running_mode = "multi_processing"
+    if ("--direct_num_workers" not in " ".join(beam_args)
+        and direct.direct_running_mode == "multi_processing"):
+      direct.direct_num_workers = os.cpu_count() or 1
+    if direct.direct_num_workers < 1:
+      raise ValueError(f"--direct_num_workers {direct.direct_num_workers}: must be >= 1")
+  return options
 
 
-def build(inputs: list[str], options: BuildOptions, captions: dict[str, list[str]] | None = None,
-          workers: int = 1, tokenizer: str | None = None, vocab_size: int = 32000,
-          progress=sys.stderr) -> dict:
-  files = expand(inputs)
-  if not files:
-    raise FileNotFoundError(f"no input files match {inputs}")
-  os.makedirs(options.out, exist_ok=True)
-  num_shards = max(1, min(options.num_shards, len(files)))
-  repeats = duplicate_keys(files, options)
-  jobs = [(s, num_shards, files[s::num_shards], captions or {},
-           {r for r in repeats if r[0] in files[s::num_shards]}, options)
-          for s in range(num_shards)]
-  start, done, results = time.time(), 0, []
-  if workers > 1:
-    pool = concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn"))
-    outputs = pool.map(build_shard, jobs)
-  else:
-    pool, outputs = None, map(build_shard, jobs)
-  for stats in outputs:
-    results.append(stats)
-    done += 1
-    elapsed = time.time() - start
-    written = sum(r["written"] for r in results)
-    eta = elapsed / done * (num_shards - done)
-    print(f"\rshards {done}/{num_shards}  {written} records  {written / elapsed:.0f}/s  "
-          f"ETA {eta:.0f} s", end="", file=progress, flush=True)
-  print(file=progress)
-  if pool:
-    pool.shutdown()
+def run_pipeline(files, caption_files, options: BuildOptions, beam_options) -> dict[str, int]:
+  """Runs the graph; returns the counters (namespace alip_build)."""
+  import apache_beam as beam
+  from apache_beam.metrics.metric import MetricsFilter
+  from apache_beam.options.pipeline_options import StandardOptions
+  from alip_jax.data import beam_build
+  runner = None
+  if beam_options.view_as(StandardOptions).runner in DIRECT_RUNNERS:
+    # Named explicitly: Beam's "DirectRunner" first tries Prism, which
+    # downloads a binary at run time.
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    runner = FnApiRunner()
+  pipeline = beam.Pipeline(runner=runner, options=beam_options)
+  beam_build.build_graph(pipeline, files, caption_files, options, options.columns(),
+                         options.limits())
+  try:
+    result = pipeline.run()
+    result.wait_until_finish()
+  except Exception as e:  # Beam wraps a worker's error in its own: name ours plainly
+    found = re.search(r"(TarError|BadInputError): (.+)", str(e))
+    if found:
+      raise (TarError if found.group(1) == "TarError" else BadInputError)(found.group(2)) from e
+    raise
+  counters = {}
+  for counter in result.metrics().query(MetricsFilter().with_namespace(
+      beam_build.NAMESPACE))["counters"]:
+    value = counter.committed if counter.committed is not None else counter.attempted
+    counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + value
+  return counters
 
-  skipped = collections.Counter()
-  for r in results:
-    skipped.update(r["skipped"])
-  written = sum(r["written"] for r in results)
-  if not written:
-    raise ValueError(f"no record was written; skipped: {dict(skipped)}")
-  tokenizer_path = os.path.join(options.out, "tokenizer.model")
-  if tokenizer and os.path.abspath(tokenizer) != os.path.abspath(tokenizer_path):
-    shutil.copy(tokenizer, tokenizer_path)
-  elif not os.path.exists(tokenizer_path):  # (a second split reuses the first's)
-    from alip_jax.data.tokenizer import train_sentencepiece
-    texts = list(itertools.chain.from_iterable(r["sample_texts"] for r in results))
-    train_sentencepiece([web.clean_text(t) for t in texts], tokenizer_path, vocab_size=vocab_size)
-  caption_from_raw = skipped.pop("caption_from_raw", 0)  # written, only flagged
-  stats = {"split": options.split, "written": written, "skipped": dict(skipped),
-           "caption_from_raw": caption_from_raw,
-           "shards": {r["shard"]: {"records": r["written"], "bytes": r["bytes"],
-                                   "inputs": len(r["inputs"])} for r in results},
-           "reused_shards": sum(1 for r in results if r.get("reused")),
+
+def build(inputs: list[str], options: BuildOptions, caption_files: list[str] = (),
+          beam_args: list[str] = ("--direct_running_mode=in_memory",),
+          tokenizer: str | None = None, vocab_size: int = 32000, overwrite: bool = False) -> dict:
+  """Builds one split into options.out; returns its stats (also in stats.json)."""
+  options.validate()
+  start = time.time()
+  described = describe_files(list(inputs))
+  if not described:
+    raise FileNotFoundError(f"no input files match {list(inputs)}")
+  captions = describe_files(list(caption_files))
+  files = [f["path"] for f in described]
+  for path in files:  # wrong column types fail here, before any worker starts
+    check_table(path, options.columns(), open_any)
+  if "://" not in options.out:
+    os.makedirs(os.path.join(options.out, ".build"), exist_ok=True)
+  wanted = identity(described, captions, options, tokenizer, vocab_size)
+  check_out(options.out, options.split, wanted, overwrite)
+  manifest = read_json(join(options.out, "manifest.json"), {})
+  manifest[options.split] = {"build": wanted, "complete": False}
+  write_json(join(options.out, "manifest.json"), manifest)
+
+  counters = run_pipeline(files, [c["path"] for c in captions], options,
+                          pipeline_options(list(beam_args)))
+  shards = {}
+  for shard in range(options.num_shards):
+    name = shard_name(options.split, shard, options.num_shards)
+    shards[name] = read_json(join(options.out, ".build", name + ".json"), None)
+    if shards[name] is None:
+      raise RuntimeError(f"shard {name} was not written (see the pipeline's log)")
+  written = sum(s["records"] for s in shards.values())
+  tokenizer_info = make_tokenizer(options, tokenizer, vocab_size, written)
+  reused = counters.pop("reused_shards", 0)
+  caption_from_raw = counters.pop("caption_from_raw", 0)  # written, only flagged
+  stats = {"split": options.split, "written": written, "skipped": dict(sorted(counters.items())),
+           "caption_from_raw": caption_from_raw, "shards": shards, "reused_shards": reused,
            "seconds": round(time.time() - start, 1), "options": dataclasses.asdict(options)}
   # One entry per split, so train and eval splits can be built into one directory.
-  all_stats = fileio.read_json(os.path.join(options.out, "stats.json"), {})
+  all_stats = read_json(join(options.out, "stats.json"), {})
   all_stats[options.split] = stats
-  counts = fileio.read_json(os.path.join(options.out, "counts.json"), {})
+  counts = read_json(join(options.out, "counts.json"), {})
   counts.setdefault("splits", {})[options.split] = written
-  for name, data in (("stats.json", all_stats), ("counts.json", counts)):
-    with open(os.path.join(options.out, name), "w") as f:
-      json.dump(data, f, indent=1)
+  counts.setdefault("shards", {})[options.split] = {n: s["records"] for n, s in shards.items()}
+  manifest[options.split] = {"build": wanted, "complete": True, "tokenizer": tokenizer_info,
+                             "shards": counts["shards"][options.split]}
+  for name, data in (("stats.json", all_stats), ("counts.json", counts),
+                     ("manifest.json", manifest)):
+    write_json(join(options.out, name), data)
   return stats
+
+
+def make_tokenizer(options: BuildOptions, tokenizer: str | None, vocab_size: int,
+                   written: int) -> dict:
+  """tokenizer.model in --out: a copy of `tokenizer`, the one already there
+  (a second split reuses the first's), or trained on the build's text sample."""
+  path = join(options.out, "tokenizer.model")
+  if tokenizer:
+    data = read_bytes(tokenizer)
+    if read_bytes(path) != data:
+      write_bytes(path, data)
+    return {"sha256": hashlib.sha256(data).hexdigest(), "copied_from": tokenizer}
+  existing = sha256(path)
+  if existing:
+    manifest = read_json(join(options.out, "manifest.json"), {})
+    trained_on = next((s for s, m in manifest.items() if m.get("tokenizer", {}).get(
+        "sha256") == existing), None)
+    return {"sha256": existing, "trained_on": trained_on or "unknown"}
+  if not written:
+    raise ValueError(f"no record was written to split {options.split!r}, so there are no "
+                     f"texts to train a tokenizer on; see stats.json for the skips, or give "
+                     f"--tokenizer")
+  from alip_jax.data.tokenizer import train_sentencepiece
+  texts = read_json(join(options.out, ".build", f"{options.split}-tokenizer-texts.json"), [])
+  with tempfile.TemporaryDirectory() as tmp:
+    local = os.path.join(tmp, "tokenizer.model")
+    train_sentencepiece([web.clean_text(t) for t in texts], local, vocab_size=vocab_size)
+    with open(local, "rb") as f:
+      data = f.read()
+  write_bytes(path, data)
+  return {"sha256": hashlib.sha256(data).hexdigest(), "trained_on": options.split}
 
 
 def run_captioner(args, out: str) -> str:
@@ -261,9 +260,14 @@ def run_captioner(args, out: str) -> str:
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser = argparse.ArgumentParser(
+      description=__doc__.split("\n")[0],
+      epilog="Any other flag is a Beam pipeline option, e.g. --direct_num_workers 8, or "
+             "--runner DataflowRunner --project P --region R --temp_location gs://…")
   parser.add_argument("--input", action="append", required=True, help="tar/table files (globs)")
   parser.add_argument("--out", required=True)
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace this split in --out if it was built from something else")
   parser.add_argument("--captions", action="append", default=[],
                       help="JSONL/Parquet with key, caption (several per key allowed)")
   parser.add_argument("--captioner", help="caption the inputs first with this local HF "
@@ -272,34 +276,33 @@ def main(argv=None):
                       help="a Python with torch and transformers, for --captioner")
   parser.add_argument("--captioner_args", default="",
                       help="more flags for the captioner, e.g. '--device cuda --batch_size 64'")
-  parser.add_argument("--split", default="train")
-  parser.add_argument("--num_shards", type=int, default=1)
-  parser.add_argument("--workers", type=int, default=1)
-  parser.add_argument("--resize", type=int, default=0, help="shorter side, 0 = keep bytes")
-  parser.add_argument("--jpeg_quality", type=int, default=90)
-  parser.add_argument("--missing_caption", choices=("drop", "raw"), default="drop")
-  parser.add_argument("--caption_choice", choices=("first", "random"), default="first")
-  parser.add_argument("--references", action="store_true",
-                      help="store every caption of a key as a retrieval reference (eval splits)")
-  parser.add_argument("--image_column", default="image")
-  parser.add_argument("--text_column", default="text")
-  parser.add_argument("--key_column", default="key")
-  parser.add_argument("--max_pixels", type=int, default=web.MAX_PIXELS)
   parser.add_argument("--tokenizer", help="an existing SentencePiece model to copy")
   parser.add_argument("--vocab_size", type=int, default=32000)
-  args = parser.parse_args(argv)
+  defaults = BuildOptions(out="")
+  for field in dataclasses.fields(BuildOptions):
+    if field.name == "out":
+      continue
+    value = getattr(defaults, field.name)
+    if isinstance(value, bool):
+      parser.add_argument(f"--{field.name}", action="store_true")
+    else:
+      parser.add_argument(f"--{field.name}", type=type(value), default=value)
+  args, beam_args = parser.parse_known_args(argv)
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-  options = BuildOptions(
-      out=args.out, split=args.split, num_shards=args.num_shards, image_column=args.image_column,
-      text_column=args.text_column, key_column=args.key_column, resize=args.resize,
-      jpeg_quality=args.jpeg_quality, missing_caption=args.missing_caption,
-      caption_choice=args.caption_choice, references=args.references,
-      max_pixels=args.max_pixels)
+  options = BuildOptions(out=args.out, **{f.name: getattr(args, f.name)
+                                          for f in dataclasses.fields(BuildOptions)
+                                          if f.name != "out"})
   caption_files = list(args.captions)
-  if args.captioner:
-    caption_files.append(run_captioner(args, os.path.join(args.out, f"captions-{args.split}.jsonl")))
-  captions = read_captions(caption_files) if caption_files else {}
-  stats = build(args.input, options, captions, args.workers, args.tokenizer, args.vocab_size)
+  try:
+    options.validate()
+    pipeline_options(beam_args)
+    if args.captioner:
+      caption_files.append(run_captioner(args, os.path.join(args.out,
+                                                            f"captions-{args.split}.jsonl")))
+    stats = build(args.input, options, caption_files, beam_args, args.tokenizer,
+                  args.vocab_size, args.overwrite)
+  except (ValueError, FileExistsError, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")
   print(json.dumps({k: stats[k] for k in ("written", "skipped", "reused_shards", "seconds")}))
 
 

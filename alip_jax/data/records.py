@@ -24,7 +24,6 @@ import logging
 import os
 from typing import Any
 
-import grain
 import msgpack
 
 log = logging.getLogger(__name__)
@@ -97,8 +96,30 @@ def split_files(data_dir: str, split: str) -> Split:
   num = -1
   if os.path.exists(counts_path):
     with open(counts_path) as f:
-      num = json.load(f)["splits"].get(split, -1)
+      counts = json.load(f)
+    num = counts["splits"].get(split, -1)
+    check_shard_files(data_dir, split, files, counts.get("shards", {}).get(split))
   return Split(split, files, num)
+
+
+class ShardMismatchError(RuntimeError):
+  """The shard files of a split are not the ones its build wrote."""
+
+
+def check_shard_files(data_dir: str, split: str, files: list[str], expected) -> None:
+  """Only the shards a build listed (counts.json "shards", written by
+  alip_jax.data.build) may be read: a stray file (e.g. from an earlier build
+  with another --num_shards) or a missing one is an error naming them."""
+  if expected is None:
+    return
+  found = {os.path.basename(f) for f in files}
+  stray, missing = sorted(found - set(expected)), sorted(set(expected) - found)
+  if stray or missing:
+    raise ShardMismatchError(
+        f"{data_dir}: the {split!r} shards on disk do not match counts.json"
+        + (f"; not from this build: {stray}" if stray else "")
+        + (f"; missing: {missing}" if missing else "")
+        + ". Move the stray files away or rebuild the split (alip_jax.data.build --overwrite).")
 
 
 class CorruptShardError(RuntimeError):
@@ -125,6 +146,7 @@ class ShardedSource:
   def __init__(self, files: list[str], skip_bad_shards: bool = False):
     self.files, self.sources, self.skipped_shards = [], [], []
     self.skip_bad_shards = skip_bad_shards
+    import grain  # here, not at the top: the builder's Beam workers need no JAX
     for path in files:
       try:
         source = grain.sources.ArrayRecordDataSource([path])

@@ -61,7 +61,10 @@ def load_image(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int = 0) -> 
   at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, Pillow's `draft`), keeping
   the shorter side ≥ `min_side`. Decoding and the resize after it then touch
   4–64× fewer pixels: the main saving on large web photos."""
-  image = Image.open(io.BytesIO(data))
+  try:
+    image = Image.open(io.BytesIO(data))
+  except Image.DecompressionBombError as e:  # PIL's own guard, above 2 × its limit
+    raise ImageTooLarge(str(e)) from e
   if image.width * image.height > max_pixels:
     raise ImageTooLarge(f"{image.width}x{image.height} exceeds max_pixels={max_pixels}")
   if min_side and image.format == "JPEG" and min(image.size) >= 2 * min_side:
