@@ -37,20 +37,26 @@ import time
 
 from absl import app, flags
 
-_OUT = flags.DEFINE_string("out", "/tmp/versus_torch", "Directory for results.jsonl.")
-_SMOKE = flags.DEFINE_bool("smoke", False, "Tiny towers on CPU (a rehearsal; CI runs it).")
-_IMAGE = flags.DEFINE_string("image", "B/16", "Image tower (models.zoo name).")
-_BATCH = flags.DEFINE_integer("batch", 512, "Samples per step (both sides).")
-# (Not --steps / --peak_tflops: train_step, which the cases import, owns those.)
-_STEPS = flags.DEFINE_integer("timed_steps", 15, "Timed steps per case (median).")
-_WARMUP = flags.DEFINE_integer("warmup", 3, "Warm-up steps per case.")
-_WORKLOADS = flags.DEFINE_list("workloads", ["pairs", "triplets"], "pairs, triplets.")
-_COMPILE = flags.DEFINE_bool("compile", False, "Also time open_clip under torch.compile.")
-_PEAK = flags.DEFINE_float("peak", 989.0, "Dense bf16 peak per device for MFU.")
-_ATTENTION = flags.DEFINE_string("attention", "", "alip_jax's model.attention ('', 'cudnn', …).")
-_TORCH_PYTHON = flags.DEFINE_string("torch_python", "", "Python with torch + open_clip_torch.")
-_TIMEOUT = flags.DEFINE_integer("case_timeout", 600, "Seconds per case.")
-_CASE = flags.DEFINE_string("case", "", "Internal: run one case in this process.")
+
+def define_flags():
+  """Defined only when run as a program, so that tests can import this
+  module beside the other benchmarks (--out, --smoke, --batch are common names)."""
+  global _OUT, _SMOKE, _IMAGE, _BATCH, _STEPS, _WARMUP, _WORKLOADS, _COMPILE, _PEAK
+  global _ATTENTION, _TORCH_PYTHON, _TIMEOUT, _CASE
+  _OUT = flags.DEFINE_string("out", "/tmp/versus_torch", "Directory for results.jsonl.")
+  _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny towers on CPU (a rehearsal; CI runs it).")
+  _IMAGE = flags.DEFINE_string("image", "B/16", "Image tower (models.zoo name).")
+  _BATCH = flags.DEFINE_integer("batch", 512, "Samples per step (both sides).")
+  # (Not --steps / --peak_tflops: train_step, which the cases import, owns those.)
+  _STEPS = flags.DEFINE_integer("timed_steps", 15, "Timed steps per case (median).")
+  _WARMUP = flags.DEFINE_integer("warmup", 3, "Warm-up steps per case.")
+  _WORKLOADS = flags.DEFINE_list("workloads", ["pairs", "triplets"], "pairs, triplets.")
+  _COMPILE = flags.DEFINE_bool("compile", False, "Also time open_clip under torch.compile.")
+  _PEAK = flags.DEFINE_float("peak", 989.0, "Dense bf16 peak per device for MFU.")
+  _ATTENTION = flags.DEFINE_string("attention", "", "alip_jax's model.attention ('', 'cudnn', …).")
+  _TORCH_PYTHON = flags.DEFINE_string("torch_python", "", "Python with torch + open_clip_torch.")
+  _TIMEOUT = flags.DEFINE_integer("case_timeout", 600, "Seconds per case.")
+  _CASE = flags.DEFINE_string("case", "", "Internal: run one case in this process.")
 
 SMOKE = dict(image=dict(patch_size=8, width=64, depth=2, heads=2), text=dict(width=64, depth=2,
              heads=2), embed_dim=32, image_size=32, context_length=16, vocab=1000, batch=8,
@@ -214,4 +220,5 @@ def table(rows: list[dict], matmul: dict) -> str:
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

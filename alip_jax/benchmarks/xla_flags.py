@@ -44,15 +44,20 @@ SMOKE_VARIANTS = ("baseline=", "attention_xla_pad8=--config.model.attention=xla:
                   "cudnn_layer_norm=--xla_gpu_enable_cudnn_layer_norm=true")
 SMOKE_ARGS = ("--config.data.synthetic=False", "--config.mesh.data=1", "--vocab=1000")
 
-_CONFIG = flags.DEFINE_string("config", "configs/alip_yfcc15m.py:B/16", "train_step's --config.")
-_BATCH = flags.DEFINE_integer("batch", 512, "Samples per step.")
-_STEPS = flags.DEFINE_integer("steps", 15, "Timed steps per variant.")
-_VARIANTS = flags.DEFINE_multi_string("variant", None, "name=ARGS (default: GPU_VARIANTS).")
-_SMOKE = flags.DEFINE_bool("smoke", False, "CPU rehearsal: tiny batch, SMOKE_VARIANTS.")
-_OUT = flags.DEFINE_string("out", "/tmp/xla_flags", "Directory for xla_flags.jsonl.")
-_BUDGET = flags.DEFINE_float("budget_s", 0, "Stop starting variants after this many seconds "
-                             "(0: no limit).")
-_TIMEOUT = flags.DEFINE_integer("variant_timeout", 600, "Seconds per variant.")
+
+def define_flags():
+  """Defined only when run as a program: train_step (which tests import
+  beside this module) owns --config and --steps in the same process."""
+  global _CONFIG, _BATCH, _STEPS, _VARIANTS, _SMOKE, _OUT, _BUDGET, _TIMEOUT
+  _CONFIG = flags.DEFINE_string("config", "configs/alip_yfcc15m.py:B/16", "train_step's --config.")
+  _BATCH = flags.DEFINE_integer("batch", 512, "Samples per step.")
+  _STEPS = flags.DEFINE_integer("steps", 15, "Timed steps per variant.")
+  _VARIANTS = flags.DEFINE_multi_string("variant", None, "name=ARGS (default: GPU_VARIANTS).")
+  _SMOKE = flags.DEFINE_bool("smoke", False, "CPU rehearsal: tiny batch, SMOKE_VARIANTS.")
+  _OUT = flags.DEFINE_string("out", "/tmp/xla_flags", "Directory for xla_flags.jsonl.")
+  _BUDGET = flags.DEFINE_float("budget_s", 0, "Stop starting variants after this many seconds "
+                               "(0: no limit).")
+  _TIMEOUT = flags.DEFINE_integer("variant_timeout", 600, "Seconds per variant.")
 
 
 def parse_variant(text: str) -> tuple[str, list[str], list[str]]:
@@ -127,4 +132,5 @@ def table(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
