@@ -113,12 +113,12 @@ def load(path: str, step: int | None = None, mesh=None, tokenizer: str | None = 
     config = json.load(f)
   if config.get("model_type") == "clip":
     params, model_cfg, sizes = clip_weights.load_hf(path)
-    tokenizer = tokenizer or _find_tokenizer(path)
+    tokenizer = tokenizer or find_tokenizer(path)
     return _from_weights(params, model_cfg, sizes, tokenizer, mesh)
   return _from_workdir(path, ml_collections.ConfigDict(config), step, tokenizer, mesh)
 
 
-def _find_tokenizer(directory):
+def find_tokenizer(directory):
   """The tokenizer file in `directory`; from a bucket, a local copy of it
   (SentencePiece and tokenizers read local files)."""
   found = next((fileio.join(directory, f) for f in TOKENIZER_FILES
@@ -149,7 +149,7 @@ def _from_weights(params, model_cfg, sizes, tokenizer_path, mesh) -> LoadedModel
 def _from_workdir(workdir, config, step, tokenizer_path, mesh) -> LoadedModel:
   import orbax.checkpoint as ocp
   from alip_jax import checkpointing, losses, train
-  tok = make_tokenizer(tokenizer_path or _find_tokenizer(workdir), config.data.context_length)
+  tok = make_tokenizer(tokenizer_path or find_tokenizer(workdir), config.data.context_length)
   model = two_towers.from_config(config.model, tok.vocab_size, config.data.context_length,
                                  **losses.head_kwargs(config.loss),
                                  eot_id=getattr(tok, "eot_id", None))

@@ -23,6 +23,7 @@ from jax.experimental import multihost_utils
 
 from alip_jax import accumulation, checkpointing, fileio, losses, mesh as mesh_lib, monitoring, optim
 from alip_jax.data import pipeline, records, synthetic
+from alip_jax.checkpointing import run_config
 from alip_jax.data.tokenizer import SOT_ID, EOT_ID, HFTokenizer, Tokenizer
 from alip_jax.evaluation import retrieval, tasks as eval_tasks
 from alip_jax.losses import alip
@@ -60,18 +61,38 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> str:
 
 
 def make_model_and_tokenizer(config, data_dir):
-  """The tokenizer is the data's SentencePiece model, or, when starting from
-  HF CLIP weights (`init_from='hf:DIR'`), DIR/tokenizer.json if it exists."""
-  init_kind, _, init_path = config.get("init_from", "").partition(":")
-  hf_json = os.path.join(init_path, "tokenizer.json")
-  if init_kind == "hf" and os.path.exists(hf_json):
-    tokenizer = HFTokenizer(hf_json, config.data.context_length)
+  """The model, and the tokenizer `tokenizer_file` picks."""
+  path = tokenizer_file(config, data_dir)
+  if path.endswith(".json"):
+    tokenizer = HFTokenizer(path, config.data.context_length)
   else:
-    tokenizer = Tokenizer(os.path.join(data_dir, "tokenizer.model"), config.data.context_length)
+    tokenizer = Tokenizer(path, config.data.context_length)
   model = two_towers.from_config(config.model, tokenizer.vocab_size, config.data.context_length,
                                 **losses.head_kwargs(config.loss),
                                 eot_id=getattr(tokenizer, "eot_id", EOT_ID))
   return model, tokenizer
+
+
+def tokenizer_file(config, data_dir) -> str:
+  """`config.data.tokenizer` when set; else the tokenizer of the weights the
+  run starts from (`init_from='hf:DIR'`: DIR's tokenizer file, which must
+  exist; `'workdir:W'`: W's copy); else the data's tokenizer.model."""
+  from alip_jax import loading
+  explicit = config.data.get("tokenizer", "")
+  if explicit:
+    return explicit
+  init_kind, _, init_path = config.get("init_from", "").partition(":")
+  if init_kind in ("hf", "workdir"):
+    found = loading.find_tokenizer(init_path)
+    if found is None:
+      raise FileNotFoundError(
+          f"init_from={config.init_from!r}: {init_path} holds no tokenizer "
+          f"({' or '.join(loading.TOKENIZER_FILES)}), and the data's tokenizer.model is not "
+          f"the one these weights were trained with (the same vocabulary size would hide the "
+          f"mismatch). Copy the model's tokenizer file into {init_path}, or set "
+          f"--config.data.tokenizer=FILE if you mean another one.")
+    return found
+  return os.path.join(data_dir, "tokenizer.model")
 
 
 def init_params(model, config, rng):
@@ -254,6 +275,34 @@ class PreemptionNotice:
       signal.signal(signal.SIGTERM, self._previous)
 
 
+def save_unless_diverging(manager, step, state, data_iter) -> None:
+  """Saves, except in the middle of a run of skipped (non-finite) steps: their
+  params are those that failed, and saving them would let Orbax's retention
+  delete an older good checkpoint."""
+  streak = int(jax.device_get(state["skips"]["consecutive"]))
+  if streak:
+    log.warning("step %d: not saved, the last %d step(s) were non-finite", step, streak)
+    return
+  checkpointing.save(manager, step, state, data_iter)
+
+
+def diverged_error(manager, step: int, streak: int, loss) -> FloatingPointError:
+  """The stop after `streak` non-finite steps up to `step`, naming the last
+  checkpoint that is still good. The first non-finite step F computed its
+  loss on the params of step F − 1, so those already failed (e.g. after an
+  lr = 1e30 update whose own loss was finite): good is a checkpoint ≤ F − 2."""
+  first_bad = step - streak + 1
+  good = [s for s in manager.all_steps() if s <= first_bad - 2]
+  where = (f"the last good checkpoint is step {max(good)} in {manager.directory}; move the "
+           f"newer step directories aside, then re-run to resume from it" if good else
+           f"no checkpoint in {manager.directory} predates it; start again in a new workdir")
+  return FloatingPointError(
+      f"{streak} steps in a row up to step {step} had a non-finite loss or gradient (loss "
+      f"{loss}) and were skipped; the params computed by step {first_bad - 1} already failed "
+      f"(checked: loss and gradient norm finite at every step), so {where}. Lower optim.lr or "
+      f"check the data.")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        stop_after: int | None = None) -> dict:
   """Trains (resuming from `workdir` if it holds checkpoints) and evaluates.
@@ -271,9 +320,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 def _train_and_evaluate(config, workdir, mesh, stop_after):
   is_main = jax.process_index() == 0
-  if is_main:
-    fileio.makedirs(workdir)
-    fileio.write_text(fileio.join(workdir, "config.json"), config.to_json_best_effort(indent=1))
 
   # ---- Batch geometry.
   local_batch = mesh_lib.check_batch_size(config.train.batch_size, mesh, jax.process_count())
@@ -284,12 +330,20 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
   log.info("mesh %s, global batch %d (%d per process)", dict(mesh.shape),
            config.train.batch_size, local_batch)
 
+  # ---- The run directory: a resume may not change what the saved state
+  # means; compared before anything is written (checkpointing/run_config.py).
+  saved_steps = checkpointing.saved_steps(checkpointing.checkpoint_dir(workdir))
+  config_changes = run_config.check_resume(config, workdir, saved_steps)
+
   # ---- Input.
   data_dir = prepare_data(config, workdir)
   model, tokenizer = make_model_and_tokenizer(config, data_dir)
-  if is_main:  # so alip_jax.load needs no data directory
-    tokenizer_file = getattr(tokenizer, "tokenizer_json", None) or tokenizer.model_path
-    fileio.copy(tokenizer_file, fileio.join(workdir, os.path.basename(tokenizer_file)))
+  used_tokenizer = getattr(tokenizer, "tokenizer_json", None) or tokenizer.model_path
+  run_config.check_tokenizer(workdir, used_tokenizer, saved_steps)
+  if is_main:  # the tokenizer copy: so alip_jax.load needs no data directory
+    fileio.makedirs(workdir)
+    run_config.record(config, workdir, config_changes, saved_steps)
+    fileio.copy(used_tokenizer, fileio.join(workdir, os.path.basename(used_tokenizer)))
   bad_records = pipeline.BadRecordCounter()
   train_source = records.ShardedSource(records.split_files(data_dir, config.data.train_split).files,
                                       config.data.get("skip_bad_shards", False))
@@ -318,7 +372,8 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
   abstract_with_sharding = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
       abstract_state, state_sharding)
-  state = checkpointing.restore_latest(manager, abstract_with_sharding, train_iter)
+  state = checkpointing.restore_latest(manager, abstract_with_sharding, train_iter,
+                                      config.train.get("restore_fallback", True))
   if state is None:
     state = jax.jit(init_state, out_shardings=state_sharding)(rng)
     if config.get("init_from"):
@@ -370,8 +425,10 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
   preemption = PreemptionNotice()
   max_skips = config.train.get("max_consecutive_skips", 10)
   preempted = False
+  saves = checkpointing.SaveWatcher(manager)
   try:
     for step in range(first_step + 1, last_step + 1):
+      saves.check(step - 1)  # a failed async save stops the run here, not a save later
       monitor.before_step(step)
       batch = pipeline.to_global_batch(next(train_iter), batch_sharding)
       state, summary = train_step(state, batch)
@@ -381,11 +438,7 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
         summary = jax.device_get(summary)
         if summary["consecutive_skips"] >= max_skips:
           manager.wait_until_finished()
-          raise FloatingPointError(
-              f"{int(summary['consecutive_skips'])} steps in a row up to step {step} had a "
-              f"non-finite loss or gradient (loss {summary['loss']}) and were skipped; the last "
-              f"good checkpoint is step {manager.latest_step()} in {workdir}/checkpoints. Lower "
-              f"optim.lr or check the data, then re-run to resume from it.")
+          raise diverged_error(manager, step, int(summary["consecutive_skips"]), summary["loss"])
         if summary["skipped_steps"] > 0 and not np.isfinite(summary["loss"]):
           log.warning("step %d: non-finite loss, update skipped (%d skipped so far)", step,
                       int(summary["skipped_steps"]))
@@ -395,13 +448,14 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
             "epoch": step * config.train.batch_size / len(train_source)})
       if preemption.requested(manager, step):
         # SIGTERM (TPU VM maintenance, SLURM time limit): save this step, stop.
-        checkpointing.save(manager, step, state, train_iter)
+        save_unless_diverging(manager, step, state, train_iter)
         log.warning("preempted: saved step %d in %s; re-run the same command to resume", step,
                     workdir)
         preempted = True
         break
       if step % config.train.checkpoint_every == 0 or step == last_step:
-        checkpointing.save(manager, step, state, train_iter)
+        save_unless_diverging(manager, step, state, train_iter)
+        saves.saved(step)
       if config.train.eval_every and step % config.train.eval_every == 0 and step != total:
         run_eval(step)
   except BaseException:
@@ -412,6 +466,7 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
 
   final = run_eval(total) if last_step == total and not preempted else {}
   manager.wait_until_finished()
+  saves.check(last_step)
   manager.close()
   train_iter.close()  # stops Grain worker processes, if any
   monitor.close()
