@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import tempfile
 from typing import Any
@@ -30,6 +31,7 @@ from alip_jax import fileio, mesh as mesh_lib
 from alip_jax.data.tokenizer import HFTokenizer, Tokenizer
 from alip_jax.models import clip_weights, two_towers
 
+log = logging.getLogger(__name__)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")  # the trainer copies one into its workdir
 
 
@@ -102,6 +104,8 @@ def load(path: str, step: int | None = None, mesh=None, tokenizer: str | None = 
   path = str(path).rstrip("/") if fileio.is_remote(path) else os.path.abspath(path)
   parent, name = path.rsplit("/", 1)
   if parent.endswith("/checkpoints") and name.isdigit():
+    if step is not None and step != int(name):
+      raise ValueError(f"{path} is step {name}, but step={step} was asked for")
     path, step = parent.rsplit("/", 1)[0], int(name)
   if fileio.is_remote(path):
     config = fileio.read_json(fileio.join(path, "config.json"))
@@ -116,6 +120,19 @@ def load(path: str, step: int | None = None, mesh=None, tokenizer: str | None = 
     tokenizer = tokenizer or find_tokenizer(path)
     return _from_weights(params, model_cfg, sizes, tokenizer, mesh)
   return _from_workdir(path, ml_collections.ConfigDict(config), step, tokenizer, mesh)
+
+
+def training_workdir(path: str) -> str | None:
+  """The training workdir `path` is or is a checkpoint step of
+  (`<workdir>/checkpoints/<step>`), else None (HF directories, weight files)."""
+  path = str(path).rstrip("/")
+  parent, _, name = path.rpartition("/")
+  if parent.endswith("/checkpoints") and name.isdigit():
+    return parent.rpartition("/")[0]
+  config = fileio.join(path, "config.json")
+  if fileio.exists(config) and fileio.read_json(config).get("model_type") != "clip":
+    return path
+  return None
 
 
 def find_tokenizer(directory):
@@ -156,13 +173,23 @@ def _from_workdir(workdir, config, step, tokenizer_path, mesh) -> LoadedModel:
   init_state, _, state_sharding = train.build_training(model, config, mesh)
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           jax.eval_shape(init_state, jax.random.key(0)), state_sharding)
-  manager = ocp.CheckpointManager(checkpointing.checkpoint_dir(workdir), item_names=("state",))
-  step = manager.latest_step() if step is None else step
+  # Read-only: no checkpoints/ made where there is none, nothing moved.
+  manager = ocp.CheckpointManager(checkpointing.checkpoint_dir(workdir), item_names=("state",),
+                                  options=ocp.CheckpointManagerOptions(create=False))
+
+  def restore_step(candidate):
+    checkpointing.check_shapes(manager, candidate, abstract)
+    with jax.set_mesh(mesh):
+      return manager.restore(candidate, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract)))["state"]
+
+  step, state, skipped = checkpointing.restore_newest_readable(manager, restore_step, step=step)
+  manager.close()
   if step is None:
     raise FileNotFoundError(f"{workdir}/checkpoints holds no finished checkpoint")
-  with jax.set_mesh(mesh):
-    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
-  manager.close()
+  if skipped:
+    log.warning("loaded step %d of %s: newer step(s) %s do not read and were skipped (left in "
+                "place)", step, workdir, skipped)
   return LoadedModel(model, state["params"], config.model, tok, config.data.image_size, mesh,
                      state_sharding["params"], step)
 

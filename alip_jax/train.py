@@ -275,7 +275,7 @@ class PreemptionNotice:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def save_unless_diverging(manager, step, state, data_iter) -> None:
+def save_unless_diverging(saves, step, state, data_iter) -> None:
   """Saves, except in the middle of a run of skipped (non-finite) steps: their
   params are those that failed, and saving them would let Orbax's retention
   delete an older good checkpoint."""
@@ -283,7 +283,7 @@ def save_unless_diverging(manager, step, state, data_iter) -> None:
   if streak:
     log.warning("step %d: not saved, the last %d step(s) were non-finite", step, streak)
     return
-  checkpointing.save(manager, step, state, data_iter)
+  saves.save(step, state, data_iter)
 
 
 def diverged_error(manager, step: int, streak: int, loss) -> FloatingPointError:
@@ -448,14 +448,13 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
             "epoch": step * config.train.batch_size / len(train_source)})
       if preemption.requested(manager, step):
         # SIGTERM (TPU VM maintenance, SLURM time limit): save this step, stop.
-        save_unless_diverging(manager, step, state, train_iter)
+        save_unless_diverging(saves, step, state, train_iter)
         log.warning("preempted: saved step %d in %s; re-run the same command to resume", step,
                     workdir)
         preempted = True
         break
       if step % config.train.checkpoint_every == 0 or step == last_step:
-        save_unless_diverging(manager, step, state, train_iter)
-        saves.saved(step)
+        save_unless_diverging(saves, step, state, train_iter)
       if config.train.eval_every and step % config.train.eval_every == 0 and step != total:
         run_eval(step)
   except BaseException:
@@ -465,8 +464,7 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
     preemption.close()
 
   final = run_eval(total) if last_step == total and not preempted else {}
-  manager.wait_until_finished()
-  saves.check(last_step)
+  saves.check(last_step, wait=True)
   manager.close()
   train_iter.close()  # stops Grain worker processes, if any
   monitor.close()

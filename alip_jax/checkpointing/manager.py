@@ -94,16 +94,21 @@ class SaveWatcher:
   def __init__(self, manager: ocp.CheckpointManager):
     self.manager, self.pending = manager, None
 
-  def saved(self, step: int) -> None:
+  def save(self, step: int, state, data_iter) -> None:
+    """`save` (below), after checking the previous one ended well."""
+    self.check(step, wait=True)
+    save(self.manager, step, state, data_iter)
     self.pending = step
 
-  def check(self, at_step: int) -> None:
-    if self.pending is None or self.manager.is_saving_in_progress():
+  def check(self, at_step: int, wait: bool = False) -> None:
+    """Raises SaveFailed if the pending save has ended badly; with `wait`,
+    first waits for it to end."""
+    if self.pending is None or (not wait and self.manager.is_saving_in_progress()):
       return
     step, self.pending = self.pending, None
     error = None
     try:
-      self.manager.wait_until_finished()  # the save is over: returns at once, or re-raises
+      self.manager.wait_until_finished()  # re-raises the background save's error
     except Exception as e:  # noqa: BLE001
       error = e
     if error is None and step in restore.saved_steps(str(self.manager.directory)):
@@ -113,5 +118,5 @@ class SaveWatcher:
     raise SaveFailed(
         f"the checkpoint save of step {step} failed ({reason}); training stopped at step "
         f"{at_step} so that no more work is lost. Checkpoints already saved are untouched: "
-        f"{earlier or 'none'} in {self.manager.directory}. Free disk space or fix the storage "
-        f"(see Orbax's log above for the file), then re-run to resume.") from error
+        f"steps {earlier or 'none'} in {self.manager.directory}. Free disk space or fix the "
+        f"storage, then re-run to resume.") from error
