@@ -343,7 +343,9 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
   if is_main:  # the tokenizer copy: so alip_jax.load needs no data directory
     fileio.makedirs(workdir)
     run_config.record(config, workdir, config_changes, saved_steps)
-    fileio.copy(used_tokenizer, fileio.join(workdir, os.path.basename(used_tokenizer)))
+    tokenizer_copy = fileio.join(workdir, os.path.basename(used_tokenizer))
+    if not (saved_steps and fileio.exists(tokenizer_copy)):  # else checked equal above
+      fileio.copy(used_tokenizer, tokenizer_copy)
   bad_records = pipeline.BadRecordCounter()
   train_source = records.ShardedSource(records.split_files(data_dir, config.data.train_split).files,
                                       config.data.get("skip_bad_shards", False))

@@ -55,12 +55,15 @@ def tree_digest(directory):
   return digest.hexdigest()
 
 
-def truncate_largest_file(step_dir):
-  files = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(step_dir, "state")) for f in fs]
-  largest = max(files, key=os.path.getsize)
-  with open(largest, "r+b") as f:
-    f.truncate(os.path.getsize(largest) // 2)
-  return largest
+def truncate_data_files(step_dir):
+  """Truncates the array data files of a step to half (as a save cut short
+  would leave them); returns one of them."""
+  data = os.path.join(step_dir, "state", "ocdbt.process_0", "d")
+  files = [os.path.join(data, f) for f in os.listdir(data)]
+  for path in files:
+    with open(path, "r+b") as f:
+      f.truncate(os.path.getsize(path) // 2)
+  return files[0]
 
 
 # ---------------------------------------------------------------- the resume contract
@@ -137,7 +140,7 @@ def test_shape_mismatch_names_the_parameter(stopped_run, tmp_path):
 def test_truncated_newest_checkpoint_falls_back_bit_identically(stopped_run, tiny_corpus,
                                                                 tmp_path, caplog):
   workdir = copy_of(stopped_run, tmp_path, "damaged")
-  truncated = truncate_largest_file(os.path.join(workdir, "checkpoints", "4"))
+  truncated = truncate_data_files(os.path.join(workdir, "checkpoints", "4"))
 
   # alip_jax.load: the same fallback, read-only (step 4 left in place).
   with caplog.at_level(logging.WARNING):
@@ -168,7 +171,7 @@ def test_truncated_newest_checkpoint_falls_back_bit_identically(stopped_run, tin
   config = config_for(tiny_corpus)
   config.train.restore_fallback = False
   again = copy_of(stopped_run, tmp_path, "no_fallback")
-  truncate_largest_file(os.path.join(again, "checkpoints", "4"))
+  truncate_data_files(os.path.join(again, "checkpoints", "4"))
   with pytest.raises(checkpointing.NoReadableCheckpoint, match=r"Other steps: \[3\]"):
     train.train_and_evaluate(config, again)
 
@@ -184,7 +187,7 @@ FILE_LIMIT_RUN = textwrap.dedent("""
     config.data.dir = sys.argv[1]
     config.train.steps, config.train.checkpoint_every, config.train.log_every = 8, 1, 1
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (16_000, resource.RLIM_INFINITY))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64_000, resource.RLIM_INFINITY))
     train.train_and_evaluate(config, sys.argv[2])
 """)
 

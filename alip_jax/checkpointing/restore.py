@@ -52,11 +52,16 @@ def check_shapes(manager: ocp.CheckpointManager, step: int, abstract_state, item
   """Raises StateShapeMismatch naming every leaf whose saved shape differs
   from `abstract_state`'s (Orbax's own error names no parameter)."""
   path = fileio.join(str(manager.directory), str(step), item)
-  checkpointer = ocp.StandardCheckpointer()
+  from etils import epath
+  handler = ocp.StandardCheckpointHandler()
   try:
-    saved = checkpointer.metadata(path).item_metadata
+    saved = handler.metadata(epath.Path(path))
   finally:
-    checkpointer.close()
+    handler.close()
+  if saved is None or not getattr(saved, "tree", saved):
+    # A damaged step, not another model: the caller falls back.
+    raise OSError(f"the array metadata of {path} does not read")
+  saved = getattr(saved, "tree", saved)
   saved_flat = {_leaf_name(k): v for k, v in jax.tree_util.tree_flatten_with_path(saved)[0]}
   wrong = []
   for key_path, leaf in jax.tree_util.tree_flatten_with_path(abstract_state)[0]:
@@ -77,13 +82,21 @@ def check_shapes(manager: ocp.CheckpointManager, step: int, abstract_state, item
 
 
 def describe_failure(error: BaseException, step_dir: str) -> str:
-  """'file, error class' for a failed read: the innermost file the message
-  names (TensorStore names them), else the step directory."""
-  text = str(error)
-  files = re.findall(r'(?:local file|file) "([^"]+)"', text)
-  status = re.match(r"([A-Z_]{4,}):", text)
-  kind = type(error).__name__ + (f" {status.group(1)}" if status else "")
-  return f"{files[-1] if files else step_dir}: {kind}"
+  """'file (array): error class' for a failed read, from the innermost error
+  in the chain that names a file (TensorStore's do), else the step directory."""
+  chain = []
+  while error is not None and error not in chain:
+    chain.append(error)
+    error = error.__cause__ or error.__context__
+  for e in reversed(chain):
+    text = str(e)
+    files = re.findall(r'local file "([^"]+)"', text) or re.findall(r"'(/[^']+)'", text)
+    if files:
+      array = re.search(r'Error reading "([^"/]+)', text)
+      status = re.match(r"([A-Z_]{4,}):", text)
+      kind = type(e).__name__ + (f" {status.group(1)}" if status else "")
+      return f"{files[-1]}{f' (array {array.group(1)})' if array else ''}: {kind}"
+  return f"{step_dir}: {type(chain[0]).__name__}"
 
 
 def restore_newest_readable(manager: ocp.CheckpointManager, restore_step, fallback: bool = True,
