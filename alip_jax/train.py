@@ -161,27 +161,36 @@ def make_train_step(model, config, tx):
 
 
 def imported_params(config, fresh_params):
-  """`config.init_from` = 'hf:DIR' (HF CLIPModel) or 'openai:FILE' (OpenAI /
-  open_clip state dict) → `fresh_params` with every tower weight replaced by
-  the imported one, as a host array (heads the checkpoint lacks, e.g. a
-  SigLIP bias, keep their fresh value). Only shapes of `fresh_params` are
-  read. The config's towers must match the checkpoint's."""
+  """`config.init_from` = 'hf:DIR' (HF CLIPModel), 'openai:FILE' (OpenAI /
+  open_clip state dict or TorchScript archive) or 'workdir:W' (one of our
+  training workdirs, its newest readable checkpoint) → `fresh_params` with
+  every tower weight replaced by the imported one, as a host array. The
+  config's towers must match the checkpoint's (an error names both); heads
+  the checkpoint has no place for (a SigLIP bias, UniCLIP's augmentation
+  MLP) keep their fresh value and are listed. `config.init_strict=False`
+  deliberately loads a part: what is skipped is printed."""
+  strict = config.get("init_strict", True)
   kind, _, path = config.init_from.partition(":")
   if kind == "hf":
-    imported, model_cfg, _ = clip_weights.load_hf(path)
+    imported, model_cfg, _ = clip_weights.load_hf(path, strict=strict)
   elif kind == "openai":
-    imported, model_cfg, _ = clip_weights.load_openai(path, act=config.model.act)
+    imported, model_cfg, _ = clip_weights.load_openai(path, act=config.model.act, strict=strict)
+  elif kind == "workdir":
+    from alip_jax import loading
+    loaded = loading.load(path)
+    imported, model_cfg = jax.device_get(loaded.params), loaded.model_config
+    if model_cfg.get("scan", False):
+      imported = transformer.unstack_layers(imported)
   else:
-    raise ValueError(f"config.init_from must be 'hf:DIR' or 'openai:FILE', got {config.init_from!r}")
-  if model_cfg.act != config.model.act:
-    raise ValueError(f"{path} was trained with act={model_cfg.act!r} but config.model.act="
-                     f"{config.model.act!r}; set --config.model.act={model_cfg.act}")
+    raise ValueError(f"config.init_from must be 'hf:DIR', 'openai:FILE' or 'workdir:W', got "
+                     f"{config.init_from!r}")
+  check_towers_match(config, model_cfg, config.init_from)
   if config.model.get("scan", False):
     imported = transformer.stack_layers(imported)
   fresh = jax.tree_util.tree_flatten_with_path(fresh_params)[0]
   imported_flat = {jax.tree_util.keystr(k): v
                    for k, v in jax.tree_util.tree_flatten_with_path(imported)[0]}
-  leaves = []
+  leaves, kept = [], []
   for key_path, value in fresh:
     key = jax.tree_util.keystr(key_path)
     new = imported_flat.pop(key, None)
@@ -190,10 +199,42 @@ def imported_params(config, fresh_params):
                        f"{tuple(value.shape)} in this config; make config.model match the "
                        f"checkpoint (towers {dict(model_cfg.image)}, {dict(model_cfg.text)}, "
                        f"embed_dim {model_cfg.embed_dim}) and data.context_length")
+    if new is None:
+      kept.append(key)
     leaves.append(np.asarray(new, np.float32) if new is not None else value)
+  unfilled_towers = [k for k in kept if k.startswith(("['image']", "['text']"))]
+  if unfilled_towers and strict:
+    raise ValueError(f"init_from {path}: tower parameters the checkpoint does not fill: "
+                     f"{unfilled_towers[:10]}; set --config.init_strict=False to keep them at "
+                     f"their fresh value deliberately")
+  if kept:
+    log.info("init_from %s: kept at their fresh value (not in the checkpoint): %s", path, kept)
   if imported_flat:
-    raise ValueError(f"init_from {path}: weights with no place in this model: {sorted(imported_flat)[:5]}")
+    if strict:
+      raise ValueError(f"init_from {path}: weights with no place in this model: "
+                       f"{sorted(imported_flat)[:10]}; set --config.init_strict=False to skip "
+                       f"them deliberately")
+    log.warning("init_from %s: init_strict=False: skipped weights with no place in this model: "
+                "%s", path, sorted(imported_flat))
   return jax.tree.unflatten(jax.tree.structure(fresh_params), leaves)
+
+
+def check_towers_match(config, model_cfg, source: str) -> None:
+  """config.model vs the imported model's config: an error naming both."""
+  from alip_jax.models import zoo
+  wrong = [f"config.model.act={config.model.act!r} but {source} has {model_cfg.act!r}"
+           ] if model_cfg.get("act", config.model.act) != config.model.act else []
+  for tower, resolve in (("image", zoo.image_tower), ("text", zoo.text_tower)):
+    ours, theirs = resolve(config.model[tower]), resolve(model_cfg[tower])
+    wrong += [f"config.model.{tower}.{k}={ours[k]} but {source} has {theirs[k]}"
+              for k in sorted(theirs) if k in ours and ours[k] != theirs[k]]
+  if config.model.embed_dim != model_cfg.embed_dim:
+    wrong.append(f"config.model.embed_dim={config.model.embed_dim} but {source} has "
+                 f"{model_cfg.embed_dim}")
+  if wrong:
+    fix = "; ".join(f"set --{w.split(' but ')[0].split('=')[0]}="
+                    f"{w.rsplit(' has ', 1)[1].strip(chr(39))}" for w in wrong)
+    raise ValueError(f"the config and the weights disagree: {'; '.join(wrong)}. {fix}")
 
 
 def build_training(model, config, mesh):
