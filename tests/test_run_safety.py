@@ -252,3 +252,15 @@ def test_evaluate_cli_on_a_checkpoint_step_and_a_missing_step(stopped_run, tmp_p
                         "--step", "99"], cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert run.returncode == 1
   assert "no checkpoint step 99; the steps there are [3, 4]" in run.stderr.strip().splitlines()[-1]
+
+
+def test_init_from_workdir_starts_from_its_weights_and_tokenizer(stopped_run, tiny_corpus):
+  config = config_for(tiny_corpus)
+  config.init_from = f"workdir:{stopped_run}"
+  assert train.tokenizer_file(config, tiny_corpus) == os.path.join(stopped_run, "tokenizer.model")
+  model, _ = train.make_model_and_tokenizer(config, tiny_corpus)
+  import flax.linen as nn
+  fresh = jax.device_get(nn.unbox(train.init_params(model, config, jax.random.key(1))))
+  imported = train.imported_params(config, fresh)
+  jax.tree.map(np.testing.assert_array_equal, imported,
+               jax.device_get(alip_jax.load(stopped_run).params))
