@@ -5,9 +5,11 @@
       --zeroshot cifar10:test --linear_probe cifar10:train:test \
       --tfds_data_dir ~/tensorflow_datasets
 
---workdir: a training workdir (newest checkpoint, or --step N); or
---checkpoint: anything `alip_jax.load` reads (a checkpoint step directory, an
-HF CLIP directory, an OpenAI state dict), with --out for the results.
+--workdir: a training workdir (newest readable checkpoint, or --step N; a
+missing step lists those there); or --checkpoint: anything `alip_jax.load`
+reads (a checkpoint step directory, whose workdir's config then gives the
+defaults and --out; an HF CLIP directory, an OpenAI state dict, with --out
+for the results). Nothing is created in the workdir but eval/.
 Writes `<out>/<step>.json` (default out: <workdir>/eval) and the same as a
 markdown table in `<out>/<step>.md`, and prints the table. Embeddings run on
 all devices (data parallel); every item is evaluated exactly once.
