@@ -85,6 +85,14 @@ def test_resume_with_another_model_is_refused_before_anything_is_written(
   alip_jax.load(workdir)  # the run's own checkpoints still load
 
 
+def test_a_batch_the_mesh_cannot_split_writes_nothing(tiny_corpus, tmp_path):
+  config = config_for(tiny_corpus)
+  config.train.batch_size = 12  # 8 devices
+  with pytest.raises(ValueError, match="batch"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run")
+
+
 def test_allowed_changes_are_logged_and_the_old_config_kept(stopped_run, tiny_corpus, tmp_path,
                                                              caplog):
   workdir = copy_of(stopped_run, tmp_path)
