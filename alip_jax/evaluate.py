@@ -5,9 +5,11 @@
       --zeroshot cifar10:test --linear_probe cifar10:train:test \
       --tfds_data_dir ~/tensorflow_datasets
 
---workdir: a training workdir (newest checkpoint, or --step N); or
---checkpoint: anything `alip_jax.load` reads (a checkpoint step directory, an
-HF CLIP directory, an OpenAI state dict), with --out for the results.
+--workdir: a training workdir (newest readable checkpoint, or --step N; a
+missing step lists those there); or --checkpoint: anything `alip_jax.load`
+reads (a checkpoint step directory, whose workdir's config then gives the
+defaults and --out; an HF CLIP directory, an OpenAI state dict, with --out
+for the results). Nothing is created in the workdir but eval/.
 Writes `<out>/<step>.json` (default out: <workdir>/eval) and the same as a
 markdown table in `<out>/<step>.md`, and prints the table. Embeddings run on
 all devices (data parallel); every item is evaluated exactly once.
@@ -84,12 +86,18 @@ def main(argv):
     raise app.UsageError("give one of --workdir and --checkpoint")
   path = _WORKDIR.value or _CHECKPOINT.value
   mesh = mesh_lib.make_mesh(dict(data=-1))
-  model = alip_jax.load(path, step=_STEP.value, mesh=mesh)
+  from alip_jax import checkpointing, loading
+  try:
+    model = alip_jax.load(path, step=_STEP.value, mesh=mesh)
+  except (FileNotFoundError, checkpointing.NoReadableCheckpoint) as e:
+    raise SystemExit(f"error: {e}") from e  # one line, no traceback
 
-  # Defaults from the training config (workdirs), overridden by flags.
+  # Defaults from the training config (a workdir, or the one a checkpoint
+  # step belongs to), overridden by flags.
+  workdir = _WORKDIR.value or loading.training_workdir(_CHECKPOINT.value)
   config = None
-  config_path = fileio.join(_WORKDIR.value or "", "config.json")
-  if _WORKDIR.value and fileio.exists(config_path):
+  config_path = fileio.join(workdir or "", "config.json")
+  if workdir and fileio.exists(config_path):
     config = ml_collections.ConfigDict(fileio.read_json(config_path))
   eval_config = ml_collections.ConfigDict(dict(
       batch_size=_BATCH_SIZE.value, zeroshot="", linear_probe="", tfds_data_dir="",
@@ -103,7 +111,7 @@ def main(argv):
     if flag.value is not None:
       eval_config[key] = ",".join(flag.value) if isinstance(flag.value, list) else flag.value
   data_dir = _RETRIEVAL_DATA.value or (
-      (config.data.dir or os.path.join(_WORKDIR.value, "data")) if config is not None else None)
+      (config.data.dir or os.path.join(workdir, "data")) if config is not None else None)
   split = _RETRIEVAL_SPLIT.value or (config.data.eval_split if config is not None else "test")
 
   run_tasks = _TASKS.value if not _BENCHMARK.value or flags.FLAGS["tasks"].present else []
@@ -119,7 +127,7 @@ def main(argv):
   step = model.step if model.step is not None else 0
   results = {"step": step, "checkpoint": path, **results}
   if jax.process_index() == 0:
-    out = _OUT.value or (fileio.join(_WORKDIR.value, "eval") if _WORKDIR.value else None)
+    out = _OUT.value or (fileio.join(workdir, "eval") if workdir else None)
     table = tasks.markdown_table(results)
     print(table)
     if out:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import tempfile
 from typing import Any
@@ -33,6 +34,7 @@ from alip_jax import fileio, hub, mesh as mesh_lib
 from alip_jax.data.tokenizer import HFTokenizer, Tokenizer
 from alip_jax.models import clip_weights, open_clip_format, two_towers
 
+log = logging.getLogger(__name__)
 # The trainer copies one into its workdir; our exports hold both (the
 # SentencePiece model is the exact one), transformers' CLIP tokenizer.json.
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
@@ -139,6 +141,8 @@ def load(path: str, step: int | None = None, mesh=None, tokenizer: str | None = 
   path = str(path).rstrip("/") if fileio.is_remote(path) else os.path.abspath(path)
   parent, name = path.rsplit("/", 1)
   if parent.endswith("/checkpoints") and name.isdigit():
+    if step is not None and step != int(name):
+      raise ValueError(f"{path} is step {name}, but step={step} was asked for")
     path, step = parent.rsplit("/", 1)[0], int(name)
   if fileio.is_remote(path):
     config = fileio.read_json(fileio.join(path, "config.json"))
@@ -151,16 +155,30 @@ def load(path: str, step: int | None = None, mesh=None, tokenizer: str | None = 
       raise FileNotFoundError(f"{path} has no config.json (a training workdir, an HF CLIP "
                               f"directory) nor {open_clip_format.CONFIG_FILE} (an open_clip one)")
     params, model_cfg, sizes = open_clip_format.load(path)
-    return _from_weights(params, model_cfg, sizes, tokenizer or _find_tokenizer(path), mesh, source)
+    return _from_weights(params, model_cfg, sizes, tokenizer or find_tokenizer(path), mesh, source)
   with open(os.path.join(path, "config.json")) as f:
     config = json.load(f)
   if config.get("model_type") == "clip":
     params, model_cfg, sizes = clip_weights.load_hf(path)
-    return _from_weights(params, model_cfg, sizes, tokenizer or _find_tokenizer(path), mesh, source)
+    tokenizer = tokenizer or find_tokenizer(path)
+    return _from_weights(params, model_cfg, sizes, tokenizer, mesh, source)
   return _from_workdir(path, ml_collections.ConfigDict(config), step, tokenizer, mesh)
 
 
-def _find_tokenizer(directory):
+def training_workdir(path: str) -> str | None:
+  """The training workdir `path` is or is a checkpoint step of
+  (`<workdir>/checkpoints/<step>`), else None (HF directories, weight files)."""
+  path = str(path).rstrip("/")
+  parent, _, name = path.rpartition("/")
+  if parent.endswith("/checkpoints") and name.isdigit():
+    return parent.rpartition("/")[0]
+  config = fileio.join(path, "config.json")
+  if fileio.exists(config) and fileio.read_json(config).get("model_type") != "clip":
+    return path
+  return None
+
+
+def find_tokenizer(directory):
   """The tokenizer file in `directory`; from a bucket, a local copy of it
   (SentencePiece and tokenizers read local files)."""
   found = next((fileio.join(directory, f) for f in TOKENIZER_FILES
@@ -191,19 +209,29 @@ def _from_weights(params, model_cfg, sizes, tokenizer_path, mesh, source) -> Loa
 def _from_workdir(workdir, config, step, tokenizer_path, mesh) -> LoadedModel:
   import orbax.checkpoint as ocp
   from alip_jax import checkpointing, losses, train
-  tok = make_tokenizer(tokenizer_path or _find_tokenizer(workdir), config.data.context_length)
+  tok = make_tokenizer(tokenizer_path or find_tokenizer(workdir), config.data.context_length)
   model = two_towers.from_config(config.model, tok.vocab_size, config.data.context_length,
                                  **losses.head_kwargs(config.loss),
                                  eot_id=getattr(tok, "eot_id", None))
   init_state, _, state_sharding = train.build_training(model, config, mesh)
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           jax.eval_shape(init_state, jax.random.key(0)), state_sharding)
-  manager = ocp.CheckpointManager(checkpointing.checkpoint_dir(workdir), item_names=("state",))
-  step = manager.latest_step() if step is None else step
+  # Read-only: no checkpoints/ made where there is none, nothing moved.
+  manager = ocp.CheckpointManager(checkpointing.checkpoint_dir(workdir), item_names=("state",),
+                                  options=ocp.CheckpointManagerOptions(create=False))
+
+  def restore_step(candidate):
+    checkpointing.check_shapes(manager, candidate, abstract)
+    with jax.set_mesh(mesh):
+      return manager.restore(candidate, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract)))["state"]
+
+  step, state, skipped = checkpointing.restore_newest_readable(manager, restore_step, step=step)
+  manager.close()
   if step is None:
     raise FileNotFoundError(f"{workdir}/checkpoints holds no finished checkpoint")
-  with jax.set_mesh(mesh):
-    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
-  manager.close()
+  if skipped:
+    log.warning("loaded step %d of %s: newer step(s) %s do not read and were skipped (left in "
+                "place)", step, workdir, skipped)
   return LoadedModel(model, state["params"], config.model, tok, config.data.image_size, mesh,
                      state_sharding["params"], step, source=workdir, config=config)

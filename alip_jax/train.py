@@ -24,6 +24,7 @@ from jax.experimental import multihost_utils
 from alip_jax import (accumulation, checkpointing, downweighted, fileio, hub, losses,
                       mesh as mesh_lib, monitoring, optim)
 from alip_jax.data import pipeline, records, synthetic
+from alip_jax.checkpointing import run_config
 from alip_jax.data.tokenizer import SOT_ID, EOT_ID, HFTokenizer, Tokenizer
 from alip_jax.evaluation import retrieval, tasks as eval_tasks
 from alip_jax.losses import alip
@@ -62,21 +63,39 @@ def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> str:
 
 
 def make_model_and_tokenizer(config, data_dir):
-  """The tokenizer is the data's SentencePiece model, or, when starting from
-  exported weights (`init_from='hf:DIR'`, 'open_clip:DIR', 'hf-hub:…'), the
-  one in DIR: tokenizer.model (our exports) or tokenizer.json (transformers')."""
-  init_kind, init_path = hub.resolve_init_from(config.get("init_from", ""))
-  sp_model, hf_json = (os.path.join(init_path, f) for f in ("tokenizer.model", "tokenizer.json"))
-  if init_kind in ("hf", "open_clip") and os.path.exists(sp_model):
-    tokenizer = Tokenizer(sp_model, config.data.context_length)
-  elif init_kind in ("hf", "open_clip") and os.path.exists(hf_json):
-    tokenizer = HFTokenizer(hf_json, config.data.context_length)
+  """The model, and the tokenizer `tokenizer_file` picks."""
+  path = tokenizer_file(config, data_dir)
+  if path.endswith(".json"):
+    tokenizer = HFTokenizer(path, config.data.context_length)
   else:
-    tokenizer = Tokenizer(os.path.join(data_dir, "tokenizer.model"), config.data.context_length)
+    tokenizer = Tokenizer(path, config.data.context_length)
   model = two_towers.from_config(config.model, tokenizer.vocab_size, config.data.context_length,
                                 **losses.head_kwargs(config.loss),
                                 eot_id=getattr(tokenizer, "eot_id", EOT_ID))
   return model, tokenizer
+
+
+def tokenizer_file(config, data_dir) -> str:
+  """`config.data.tokenizer` when set; else the tokenizer of the weights the
+  run starts from (`init_from='hf:DIR'`, 'open_clip:DIR', 'hf-hub:…': DIR's
+  tokenizer file, which must exist; `'workdir:W'`: W's copy); else the data's
+  tokenizer.model."""
+  from alip_jax import loading
+  explicit = config.data.get("tokenizer", "")
+  if explicit:
+    return explicit
+  init_kind, init_path = hub.resolve_init_from(config.get("init_from", ""))
+  if init_kind in ("hf", "open_clip", "workdir"):
+    found = loading.find_tokenizer(init_path)
+    if found is None:
+      raise FileNotFoundError(
+          f"init_from={config.init_from!r}: {init_path} holds no tokenizer "
+          f"({' or '.join(loading.TOKENIZER_FILES)}), and the data's tokenizer.model is not "
+          f"the one these weights were trained with (the same vocabulary size would hide the "
+          f"mismatch). Copy the model's tokenizer file into {init_path}, or set "
+          f"--config.data.tokenizer=FILE if you mean another one.")
+    return found
+  return os.path.join(data_dir, "tokenizer.model")
 
 
 def init_params(model, config, rng):
@@ -148,30 +167,39 @@ def make_train_step(model, config, tx):
 
 def imported_params(config, fresh_params):
   """`config.init_from` = 'hf:DIR' (HF CLIPModel), 'open_clip:DIR' (open_clip
-  model directory), 'hf-hub:ORG/NAME' (either, from the Hugging Face Hub) or
-  'openai:FILE' (OpenAI / open_clip state dict) → `fresh_params` with every
-  tower weight replaced by the imported one, as a host array (heads the checkpoint lacks, e.g. a
-  SigLIP bias, keep their fresh value). Only shapes of `fresh_params` are
-  read. The config's towers must match the checkpoint's."""
+  model directory), 'hf-hub:ORG/NAME' (either, from the Hugging Face Hub),
+  'openai:FILE' (OpenAI / open_clip state dict or TorchScript archive) or
+  'workdir:W' (one of our training workdirs, its newest readable checkpoint)
+  → `fresh_params` with every tower weight replaced by the imported one, as
+  a host array. The config's towers must match the checkpoint's (an error
+  names both); heads the checkpoint has no place for (a SigLIP bias,
+  UniCLIP's augmentation MLP) keep their fresh value and are listed.
+  `config.init_strict=False` deliberately loads a part: what is skipped is
+  printed."""
+  strict = config.get("init_strict", True)
   kind, path = hub.resolve_init_from(config.init_from)
   if kind == "hf":
-    imported, model_cfg, _ = clip_weights.load_hf(path)
+    imported, model_cfg, _ = clip_weights.load_hf(path, strict=strict)
   elif kind == "open_clip":
     imported, model_cfg, _ = open_clip_format.load(path)
   elif kind == "openai":
-    imported, model_cfg, _ = clip_weights.load_openai(path, act=config.model.act)
+    imported, model_cfg, _ = clip_weights.load_openai(path, act=config.model.act, strict=strict)
+  elif kind == "workdir":
+    from alip_jax import loading
+    loaded = loading.load(path)
+    imported, model_cfg = jax.device_get(loaded.params), loaded.model_config
+    if model_cfg.get("scan", False):
+      imported = transformer.unstack_layers(imported)
   else:
-    raise ValueError(f"config.init_from must be 'hf:DIR', 'open_clip:DIR', 'hf-hub:ORG/NAME' or "
-                     f"'openai:FILE', got {config.init_from!r}")
-  if model_cfg.act != config.model.act:
-    raise ValueError(f"{path} was trained with act={model_cfg.act!r} but config.model.act="
-                     f"{config.model.act!r}; set --config.model.act={model_cfg.act}")
+    raise ValueError(f"config.init_from must be 'hf:DIR', 'open_clip:DIR', 'hf-hub:ORG/NAME', "
+                     f"'openai:FILE' or 'workdir:W', got {config.init_from!r}")
+  check_towers_match(config, model_cfg, config.init_from)
   if config.model.get("scan", False):
     imported = transformer.stack_layers(imported)
   fresh = jax.tree_util.tree_flatten_with_path(fresh_params)[0]
   imported_flat = {jax.tree_util.keystr(k): v
                    for k, v in jax.tree_util.tree_flatten_with_path(imported)[0]}
-  leaves = []
+  leaves, kept = [], []
   for key_path, value in fresh:
     key = jax.tree_util.keystr(key_path)
     new = imported_flat.pop(key, None)
@@ -180,10 +208,42 @@ def imported_params(config, fresh_params):
                        f"{tuple(value.shape)} in this config; make config.model match the "
                        f"checkpoint (towers {dict(model_cfg.image)}, {dict(model_cfg.text)}, "
                        f"embed_dim {model_cfg.embed_dim}) and data.context_length")
+    if new is None:
+      kept.append(key)
     leaves.append(np.asarray(new, np.float32) if new is not None else value)
+  unfilled_towers = [k for k in kept if k.startswith(("['image']", "['text']"))]
+  if unfilled_towers and strict:
+    raise ValueError(f"init_from {path}: tower parameters the checkpoint does not fill: "
+                     f"{unfilled_towers[:10]}; set --config.init_strict=False to keep them at "
+                     f"their fresh value deliberately")
+  if kept:
+    log.info("init_from %s: kept at their fresh value (not in the checkpoint): %s", path, kept)
   if imported_flat:
-    raise ValueError(f"init_from {path}: weights with no place in this model: {sorted(imported_flat)[:5]}")
+    if strict:
+      raise ValueError(f"init_from {path}: weights with no place in this model: "
+                       f"{sorted(imported_flat)[:10]}; set --config.init_strict=False to skip "
+                       f"them deliberately")
+    log.warning("init_from %s: init_strict=False: skipped weights with no place in this model: "
+                "%s", path, sorted(imported_flat))
   return jax.tree.unflatten(jax.tree.structure(fresh_params), leaves)
+
+
+def check_towers_match(config, model_cfg, source: str) -> None:
+  """config.model vs the imported model's config: an error naming both."""
+  from alip_jax.models import zoo
+  wrong = [f"config.model.act={config.model.act!r} but {source} has {model_cfg.act!r}"
+           ] if model_cfg.get("act", config.model.act) != config.model.act else []
+  for tower, resolve in (("image", zoo.image_tower), ("text", zoo.text_tower)):
+    ours, theirs = resolve(config.model[tower]), resolve(model_cfg[tower])
+    wrong += [f"config.model.{tower}.{k}={ours[k]} but {source} has {theirs[k]}"
+              for k in sorted(theirs) if k in ours and ours[k] != theirs[k]]
+  if config.model.embed_dim != model_cfg.embed_dim:
+    wrong.append(f"config.model.embed_dim={config.model.embed_dim} but {source} has "
+                 f"{model_cfg.embed_dim}")
+  if wrong:
+    fix = "; ".join(f"set --{w.split(' but ')[0].split('=')[0]}="
+                    f"{w.rsplit(' has ', 1)[1].strip(chr(39))}" for w in wrong)
+    raise ValueError(f"the config and the weights disagree: {'; '.join(wrong)}. {fix}")
 
 
 def build_training(model, config, mesh):
@@ -265,6 +325,34 @@ class PreemptionNotice:
       signal.signal(signal.SIGTERM, self._previous)
 
 
+def save_unless_diverging(saves, step, state, data_iter) -> None:
+  """Saves, except in the middle of a run of skipped (non-finite) steps: their
+  params are those that failed, and saving them would let Orbax's retention
+  delete an older good checkpoint."""
+  streak = int(jax.device_get(state["skips"]["consecutive"]))
+  if streak:
+    log.warning("step %d: not saved, the last %d step(s) were non-finite", step, streak)
+    return
+  saves.save(step, state, data_iter)
+
+
+def diverged_error(manager, step: int, streak: int, loss) -> FloatingPointError:
+  """The stop after `streak` non-finite steps up to `step`, naming the last
+  checkpoint that is still good. The first non-finite step F computed its
+  loss on the params of step F − 1, so those already failed (e.g. after an
+  lr = 1e30 update whose own loss was finite): good is a checkpoint ≤ F − 2."""
+  first_bad = step - streak + 1
+  good = [s for s in manager.all_steps() if s <= first_bad - 2]
+  where = (f"the last good checkpoint is step {max(good)} in {manager.directory}; move the "
+           f"newer step directories aside, then re-run to resume from it" if good else
+           f"no checkpoint in {manager.directory} predates it; start again in a new workdir")
+  return FloatingPointError(
+      f"{streak} steps in a row up to step {step} had a non-finite loss or gradient (loss "
+      f"{loss}) and were skipped; the params computed by step {first_bad - 1} already failed "
+      f"(checked: loss and gradient norm finite at every step), so {where}. Lower optim.lr or "
+      f"check the data.")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        stop_after: int | None = None) -> dict:
   """Trains (resuming from `workdir` if it holds checkpoints) and evaluates.
@@ -282,9 +370,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
 def _train_and_evaluate(config, workdir, mesh, stop_after):
   is_main = jax.process_index() == 0
-  if is_main:
-    fileio.makedirs(workdir)
-    fileio.write_text(fileio.join(workdir, "config.json"), config.to_json_best_effort(indent=1))
 
   # ---- Batch geometry.
   local_batch = mesh_lib.check_batch_size(config.train.batch_size, mesh, jax.process_count())
@@ -295,12 +380,22 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
   log.info("mesh %s, global batch %d (%d per process)", dict(mesh.shape),
            config.train.batch_size, local_batch)
 
+  # ---- The run directory: a resume may not change what the saved state
+  # means; compared before anything is written (checkpointing/run_config.py).
+  saved_steps = checkpointing.saved_steps(checkpointing.checkpoint_dir(workdir))
+  config_changes = run_config.check_resume(config, workdir, saved_steps)
+
   # ---- Input.
   data_dir = prepare_data(config, workdir)
   model, tokenizer = make_model_and_tokenizer(config, data_dir)
-  if is_main:  # so alip_jax.load needs no data directory
-    tokenizer_file = getattr(tokenizer, "tokenizer_json", None) or tokenizer.model_path
-    fileio.copy(tokenizer_file, fileio.join(workdir, os.path.basename(tokenizer_file)))
+  used_tokenizer = getattr(tokenizer, "tokenizer_json", None) or tokenizer.model_path
+  run_config.check_tokenizer(workdir, used_tokenizer, saved_steps)
+  if is_main:  # the tokenizer copy: so alip_jax.load needs no data directory
+    fileio.makedirs(workdir)
+    run_config.record(config, workdir, config_changes, saved_steps)
+    tokenizer_copy = fileio.join(workdir, os.path.basename(used_tokenizer))
+    if not (saved_steps and fileio.exists(tokenizer_copy)):  # else checked equal above
+      fileio.copy(used_tokenizer, tokenizer_copy)
   bad_records = pipeline.BadRecordCounter()
   train_source = records.ShardedSource(records.split_files(data_dir, config.data.train_split).files,
                                       config.data.get("skip_bad_shards", False))
@@ -331,7 +426,8 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
   abstract_with_sharding = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
       abstract_state, state_sharding)
-  state = checkpointing.restore_latest(manager, abstract_with_sharding, train_iter)
+  state = checkpointing.restore_latest(manager, abstract_with_sharding, train_iter,
+                                      config.train.get("restore_fallback", True))
   if state is None:
     state = jax.jit(init_state, out_shardings=state_sharding)(rng)
     if config.get("init_from"):
@@ -382,8 +478,10 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
   preemption = PreemptionNotice()
   max_skips = config.train.get("max_consecutive_skips", 10)
   preempted = False
+  saves = checkpointing.SaveWatcher(manager)
   try:
     for step in range(first_step + 1, last_step + 1):
+      saves.check(step - 1)  # a failed async save stops the run here, not a save later
       monitor.before_step(step)
       with monitor.waiting_for_data():
         batch = next(train_iter)
@@ -395,11 +493,7 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
         summary = jax.device_get(summary)
         if summary["consecutive_skips"] >= max_skips:
           manager.wait_until_finished()
-          raise FloatingPointError(
-              f"{int(summary['consecutive_skips'])} steps in a row up to step {step} had a "
-              f"non-finite loss or gradient (loss {summary['loss']}) and were skipped; the last "
-              f"good checkpoint is step {manager.latest_step()} in {workdir}/checkpoints. Lower "
-              f"optim.lr or check the data, then re-run to resume from it.")
+          raise diverged_error(manager, step, int(summary["consecutive_skips"]), summary["loss"])
         if summary["skipped_steps"] > 0 and not np.isfinite(summary["loss"]):
           log.warning("step %d: non-finite loss, update skipped (%d skipped so far)", step,
                       int(summary["skipped_steps"]))
@@ -409,14 +503,14 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
             "epoch": step * config.train.batch_size / len(train_source)})
       if preemption.requested(manager, step):
         # SIGTERM (TPU VM maintenance, SLURM time limit): save this step, stop.
-        checkpointing.save(manager, step, state, train_iter)
+        save_unless_diverging(saves, step, state, train_iter)
         log.warning("preempted: saved step %d in %s; re-run the same command to resume", step,
                     workdir)
         preempted = True
         break
       with monitor.paused():  # not in samples/s and ETA
         if step % config.train.checkpoint_every == 0 or step == last_step:
-          checkpointing.save(manager, step, state, train_iter)
+          save_unless_diverging(saves, step, state, train_iter)
         if config.train.eval_every and step % config.train.eval_every == 0 and step != total:
           run_eval(step)
   except BaseException:
@@ -426,7 +520,7 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
     preemption.close()
 
   final = run_eval(total) if last_step == total and not preempted else {}
-  manager.wait_until_finished()
+  saves.check(last_step, wait=True)
   manager.close()
   train_iter.close()  # stops Grain worker processes, if any
   monitor.close()

@@ -25,8 +25,11 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
     raise ValueError(f"configs/demo.py variant must be one of {VARIANTS}, got {variant!r}")
   c = ml_collections.ConfigDict()
   c.seed = 0
-  # "hf:DIR" (HF CLIPModel), "open_clip:DIR", "hf-hub:ORG/NAME" or "openai:FILE" (a state dict)
+  # "hf:DIR" (HF CLIPModel), "open_clip:DIR", "hf-hub:ORG/NAME", "openai:FILE"
+  # (OpenAI / open_clip weights, also TorchScript .pt) or "workdir:W" (a run
+  # of ours: its weights and tokenizer).
   c.init_from = ""
+  c.init_strict = True  # False: a deliberate partial load (what is skipped is printed)
 
   c.data = ml_collections.ConfigDict()
   c.data.dir = ""            # "" = <workdir>/data
@@ -35,6 +38,7 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
   c.data.image_size = 64
   c.data.context_length = 32
   c.data.train_split = "train"
+  c.data.tokenizer = ""      # "" = the data's tokenizer.model (or init_from's tokenizer)
   c.data.eval_split = "test"
   c.data.color_jitter = 0.0  # > 0: brightness/contrast/saturation jitter (UniCLIP views)
   c.data.num_threads = 2     # Grain read threads (per worker process when workers > 0)
@@ -106,6 +110,7 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 2
   c.train.keep_every = 0     # > 0: also keep every step divisible by this, for good
   c.train.async_checkpoints = True  # save in the background while training goes on
+  c.train.restore_fallback = True  # an unreadable newest checkpoint: resume from the one before
   c.train.eval_every = 0     # 0 = only at the end
 
   c.eval = ml_collections.ConfigDict()

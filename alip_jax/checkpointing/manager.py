@@ -9,12 +9,19 @@ sees finished ones.
 
 from __future__ import annotations
 
+import logging
 import os
 
+from etils import epath
 import grain
+import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 from alip_jax import fileio
+from alip_jax.checkpointing import restore
+
+log = logging.getLogger(__name__)
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -44,14 +51,76 @@ def save(manager: ocp.CheckpointManager, step: int, state, data_iter) -> None:
       data_iter=grain.checkpoint.CheckpointSave(data_iter)), force=True)
 
 
-def restore_latest(manager: ocp.CheckpointManager, abstract_state, data_iter):
-  """Restores the newest checkpoint into shardings of `abstract_state`
-  (a pytree of jax.ShapeDtypeStruct with .sharding) and moves `data_iter` to
-  its saved position. Returns the state, or None when there is none."""
-  step = manager.latest_step()
-  if step is None:
-    return None
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state),
-      data_iter=grain.checkpoint.CheckpointRestore(data_iter)))
-  return restored["state"]
+def restore_latest(manager: ocp.CheckpointManager, abstract_state, data_iter,
+                   fallback: bool = True):
+  """Restores the newest readable checkpoint into shardings of
+  `abstract_state` (a pytree of jax.ShapeDtypeStruct with .sharding) and
+  moves `data_iter` to its saved position. Returns the state, or None when
+  there is none.
+
+  With `fallback`, newer steps that do not read are reported, skipped and
+  moved aside to `<step>.unreadable` (never deleted), so that Orbax neither
+  counts them among the checkpoints it keeps nor collides with them when the
+  run saves that step again."""
+  def restore_step(step):
+    restore.check_shapes(manager, step, abstract_state)
+    return manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        data_iter=grain.checkpoint.CheckpointRestore(data_iter)))["state"]
+
+  step, state, skipped = restore.restore_newest_readable(manager, restore_step, fallback)
+  if skipped:
+    moved = _move_aside(manager, skipped)
+    log.warning("restored step %d: newer step(s) %s do not read and were skipped; moved aside, "
+                "not deleted: %s (inspect or delete them yourself)", step, skipped, moved)
+  return state
+
+
+def _move_aside(manager: ocp.CheckpointManager, steps) -> list[str]:
+  moved = [fileio.join(str(manager.directory), f"{s}.unreadable") for s in steps]
+  if jax.process_index() == 0:
+    for s, target in zip(steps, moved):
+      epath.Path(fileio.join(str(manager.directory), str(s))).rename(target)
+  multihost_utils.sync_global_devices("alip_jax:unreadable_moved")
+  manager.reload()
+  return moved
+
+
+class SaveFailed(RuntimeError):
+  """A checkpoint save that did not finish."""
+
+
+class SaveWatcher:
+  """Notices a failed async save at the next step boundary, not one
+  checkpoint interval later. `check()` costs nothing while a save is still
+  being written and one directory lookup when it has just ended."""
+
+  def __init__(self, manager: ocp.CheckpointManager):
+    self.manager, self.pending = manager, None
+
+  def save(self, step: int, state, data_iter) -> None:
+    """`save` (below), after checking the previous one ended well."""
+    self.check(step, wait=True)
+    save(self.manager, step, state, data_iter)
+    self.pending = step
+
+  def check(self, at_step: int, wait: bool = False) -> None:
+    """Raises SaveFailed if the pending save has ended badly; with `wait`,
+    first waits for it to end."""
+    if self.pending is None or (not wait and self.manager.is_saving_in_progress()):
+      return
+    step, self.pending = self.pending, None
+    error = None
+    try:
+      self.manager.wait_until_finished()  # re-raises the background save's error
+    except Exception as e:  # noqa: BLE001
+      error = e
+    if error is None and step in restore.saved_steps(str(self.manager.directory)):
+      return
+    earlier = [s for s in restore.saved_steps(str(self.manager.directory)) if s != step]
+    reason = f"{type(error).__name__}: {error}" if error else "its directory was not finalised"
+    raise SaveFailed(
+        f"the checkpoint save of step {step} failed ({reason}); training stopped at step "
+        f"{at_step} so that no more work is lost. Checkpoints already saved are untouched: "
+        f"steps {earlier or 'none'} in {self.manager.directory}. Free disk space or fix the "
+        f"storage, then re-run to resume.") from error

@@ -5,9 +5,9 @@ OpenAI / open_clip state dicts → our params, and our params → an HF
 Layouts (PyTorch → Flax): Linear weight [out, in] → kernel [in, out];
 q/k/v [w, w] → [w, heads, head_dim]; out_proj → [heads, head_dim, w];
 patch conv [w, 3, p, p] → [p, p, 3, w]. Nothing here needs torch: weights
-are read with safetensors; `.bin` / `.pt` files are read with
-`torch.load(weights_only=True)` (no pickled code runs) when torch is
-installed, and a clear error says to convert them otherwise.
+are read with safetensors; `.bin` / `.pt` files (state dicts, and OpenAI's
+TorchScript archives) through models/torch_files.py. Every import is
+checked as models/weight_checks.py says.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import os
 import ml_collections
 import numpy as np
 
-from alip_jax.models import transformer
+from alip_jax.models import transformer, weight_checks
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +44,8 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
   if path.endswith(".safetensors"):
     from safetensors.numpy import load_file
     return load_file(path)
-  try:
-    import torch
-  except ImportError as e:
-    raise ImportError(
-        f"{path} is a PyTorch pickle; reading it needs torch (pip install torch), or convert "
-        f"it to safetensors first (safetensors.torch.save_file).") from e
-  state = torch.load(path, map_location="cpu", weights_only=True)  # no arbitrary code
-  state = state.get("state_dict", state)
-  return {k.removeprefix("module."): v.float().numpy() if v.is_floating_point() else v.numpy()
-          for k, v in state.items()}
+  from alip_jax.models import torch_files  # state dicts and TorchScript archives
+  return torch_files.read(path)
 
 
 def read_sharded(index_path: str) -> dict[str, np.ndarray]:
@@ -155,13 +147,21 @@ def params_from_hf(sd: dict, model_cfg) -> dict:
   }
 
 
-def load_hf(directory: str):
+def load_hf(directory: str, strict: bool = True):
   """An HF CLIPModel directory → (params, model config, dict(vocab_size,
-  context_length, image_size))."""
+  context_length, image_size)), checked as models/weight_checks.py says;
+  `strict=False` skips (and prints) tensors that have no place."""
   with open(os.path.join(directory, "config.json")) as f:
     hf = json.load(f)
   model_cfg, sizes = hf_model_config(hf)
-  params = params_from_hf(read_state_dict(directory), model_cfg)
+  sd = weight_checks.TrackedStateDict(read_state_dict(directory), directory)
+  for tower, key in (("vision", "vision_model"), ("text", "text_model")):
+    weight_checks.check_depth(sd, rf"{key}\.encoder\.layers\.(\d+)\.",
+                              hf[f"{tower}_config"]["num_hidden_layers"],
+                              f"{directory}/config.json {tower}_config.num_hidden_layers", directory)
+  params = params_from_hf(sd, model_cfg)
+  weight_checks.check_consumed(sd, strict)
+  weight_checks.check_filled(params, model_cfg, sizes, directory)
   return params, model_cfg, sizes
 
 
@@ -266,13 +266,14 @@ def _openai_blocks(sd, prefix, heads):
   return blocks, depth
 
 
-def load_openai(path: str, act: str = "quick_gelu", eot_id: int = 49407, head_width: int = 64):
+def load_openai(path: str, act: str = "quick_gelu", eot_id: int = 49407, head_width: int = 64,
+                strict: bool = True):
   """An OpenAI CLIP / open_clip ViT state dict (file or directory) → (params,
   model config, sizes). Sizes are read off the shapes, as open_clip's
   `build_model_from_openai_state_dict` does; heads = width / `head_width`
   (64 in every OpenAI and open_clip ViT). OpenAI weights use QuickGELU;
   open_clip's non-OpenAI models (and ALIP) use GELU: pass `act`."""
-  sd = read_state_dict(path)
+  sd = weight_checks.TrackedStateDict(read_state_dict(path), path)
   width = sd["visual.conv1.weight"].shape[0]
   patch = sd["visual.conv1.weight"].shape[-1]
   grid = int(round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5))
@@ -301,4 +302,6 @@ def load_openai(path: str, act: str = "quick_gelu", eot_id: int = 49407, head_wi
   }
   sizes = dict(vocab_size=sd["token_embedding.weight"].shape[0],
                context_length=sd["positional_embedding"].shape[0], image_size=grid * patch)
+  weight_checks.check_consumed(sd, strict)
+  weight_checks.check_filled(params, model_cfg, sizes, path)
   return params, model_cfg, sizes
