@@ -169,7 +169,7 @@ def test_openai_torchscript_archive_imports(tmp_path, monkeypatch):
   through torch.jit.load(map_location='cpu').state_dict()."""
   if not TORCH_PYTHON:
     pytest.fail("ALIP_TORCH_PYTHON is not set: run the tests through tests/run.sh")
-  from test_loading import openai_state_dict
+  from alip_jax.models.open_clip_format import state_dict as openai_state_dict
   params, _ = tiny_params()
   npz, script, pickle = (str(tmp_path / n) for n in ("sd.npz", "ViT-T.pt", "legacy.pt"))
   np.savez(npz, **openai_state_dict(params))

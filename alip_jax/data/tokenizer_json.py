@@ -24,29 +24,83 @@ from __future__ import annotations
 
 import json
 import os
+import struct
+import types
 
 from alip_jax.data.tokenizer import EOT_ID, PAD_ID, SOT_ID, UNK_ID
 
 UNIGRAM, CONTROL, UNKNOWN = 1, 3, 2  # sentencepiece_model.proto enums
 
 
-def _read_proto(model_path: str):
-  from sentencepiece import sentencepiece_model_pb2
-  proto = sentencepiece_model_pb2.ModelProto()
+def _fields(data: bytes):
+  """(field number, value) of one protobuf message, in order: varints as int,
+  length-delimited as bytes, 32-bit as 4 bytes. The model file is read with
+  this instead of sentencepiece's generated module, which needs protobuf
+  >= 7 at run time while apache-beam needs < 7."""
+  pos = 0
+
+  def varint():
+    nonlocal pos
+    value = shift = 0
+    while True:
+      byte = data[pos]
+      pos += 1
+      value |= (byte & 0x7F) << shift
+      shift += 7
+      if byte < 0x80:
+        return value
+
+  while pos < len(data):
+    key = varint()
+    number, wire = key >> 3, key & 7
+    if wire == 0:
+      yield number, varint()
+    elif wire == 2:
+      size = varint()
+      yield number, data[pos:pos + size]
+      pos += size
+    elif wire in (1, 5):
+      size = 8 if wire == 1 else 4
+      yield number, data[pos:pos + size]
+      pos += size
+    else:
+      raise ValueError(f"unsupported protobuf wire type {wire}")
+
+
+def _int32(value: int) -> int:
+  return value - (1 << 64) if value >= 1 << 63 else value  # negative int32 varints
+
+
+def _read_proto(model_path: str) -> types.SimpleNamespace:
+  """The parts of a SentencePiece ModelProto the conversion needs (field
+  numbers and defaults as in sentencepiece_model.proto)."""
   with open(model_path, "rb") as f:
-    proto.ParseFromString(f.read())
-  spec, norm = proto.trainer_spec, proto.normalizer_spec
-  if spec.model_type != UNIGRAM or spec.byte_fallback:
+    data = f.read()
+  pieces, spec, norm = [], {}, {}
+  for number, value in _fields(data):
+    if number == 1:  # pieces: piece = 1, score = 2 (float), type = 3 (default NORMAL)
+      piece = {1: b"", 2: b"\0\0\0\0", 3: 1}
+      piece.update(_fields(value))
+      pieces.append(types.SimpleNamespace(piece=piece[1].decode("utf-8"),
+                                          score=struct.unpack("<f", piece[2])[0], type=piece[3]))
+    elif number == 2:
+      spec.update(_fields(value))
+    elif number == 3:
+      norm.update(_fields(value))
+  model_type, byte_fallback = spec.get(3, UNIGRAM), bool(spec.get(35, False))
+  if model_type != UNIGRAM or byte_fallback:
     raise ValueError(f"{model_path}: only unigram models without byte fallback convert "
-                     f"(this one has model_type={spec.model_type}, byte_fallback={spec.byte_fallback})")
-  ids = (spec.pad_id, spec.unk_id, spec.bos_id, spec.eos_id)
+                     f"(this one has model_type={model_type}, byte_fallback={byte_fallback})")
+  ids = tuple(_int32(spec.get(field, default))
+              for field, default in ((43, -1), (40, 0), (41, 1), (42, 2)))  # pad unk bos eos
   if ids != (PAD_ID, UNK_ID, SOT_ID, EOT_ID):
     raise ValueError(f"{model_path}: pad/unk/bos/eos ids are {ids}, the trainer uses "
                      f"{(PAD_ID, UNK_ID, SOT_ID, EOT_ID)}")
-  if not (norm.add_dummy_prefix and norm.remove_extra_whitespaces and norm.escape_whitespaces):
+  if not all(norm.get(field, 1) for field in (3, 4, 5)):
+    # add_dummy_prefix, remove_extra_whitespaces, escape_whitespaces
     raise ValueError(f"{model_path}: the normaliser's whitespace options differ from the "
                      f"defaults train_sentencepiece uses; this converter assumes them")
-  return proto
+  return types.SimpleNamespace(pieces=pieces, precompiled_charsmap=norm.get(2, b""))
 
 
 def from_sentencepiece(model_path: str, context_length: int):
@@ -56,7 +110,7 @@ def from_sentencepiece(model_path: str, context_length: int):
   proto = _read_proto(model_path)
   vocab = [(p.piece, p.score) for p in proto.pieces]
   tok = Tokenizer(models.Unigram(vocab, unk_id=UNK_ID, byte_fallback=False))
-  charsmap = proto.normalizer_spec.precompiled_charsmap
+  charsmap = proto.precompiled_charsmap
   tok.normalizer = normalizers.Sequence(
       [normalizers.NFC()] + ([normalizers.Precompiled(charsmap)] if charsmap else [])
       + [normalizers.Strip(left=True, right=True), normalizers.Replace(Regex(" {2,}"), " ")])
