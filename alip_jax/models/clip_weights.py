@@ -300,6 +300,8 @@ def load_openai(path: str, act: str = "quick_gelu", eot_id: int = 49407, head_wi
           "encoder": text_blocks, "ln_final": _ln(sd, "ln_final"),
           "proj": {"kernel": sd["text_projection"]}},
   }
+  if "logit_bias" in sd:  # a SigLIP head (open_clip's SigLIP models, our SigLIP exports)
+    params["logit_bias"] = np.asarray(sd["logit_bias"], np.float32).reshape(())
   sizes = dict(vocab_size=sd["token_embedding.weight"].shape[0],
                context_length=sd["positional_embedding"].shape[0], image_size=grid * patch)
   weight_checks.check_consumed(sd, strict)
