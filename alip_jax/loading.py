@@ -43,6 +43,10 @@ class LoadedModel:
   mesh: jax.sharding.Mesh
   param_sharding: Any  # NamedShardings of `params` on `mesh`
   step: int | None = None
+  # A training workdir's loss config and gates' running means (H_tc, H_xt,
+  # H_xc at `step`); None for imported weights.
+  loss_config: Any = None
+  gate_state: dict | None = None
 
   def __post_init__(self):
     from alip_jax import train
@@ -164,7 +168,8 @@ def _from_workdir(workdir, config, step, tokenizer_path, mesh) -> LoadedModel:
     state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
   manager.close()
   return LoadedModel(model, state["params"], config.model, tok, config.data.image_size, mesh,
-                     state_sharding["params"], step)
+                     state_sharding["params"], step, config.loss,
+                     {k: float(v) for k, v in jax.device_get(state["gates"]).items()})
 
 
 def export(loaded: LoadedModel, directory: str) -> None:
