@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 import alip_jax
-from alip_jax import losses, mesh as mesh_lib, score, train
+from alip_jax import losses, mesh as mesh_lib, train
+from alip_jax.curation import report, scoring as score
 from alip_jax.data import records
-from alip_jax.evaluation import report
 from alip_jax.models import two_towers
 from conftest import tiny_config
 from test_end_to_end import ROOT
