@@ -33,7 +33,7 @@ def _groups(kinds: np.ndarray) -> list[tuple[str, np.ndarray]]:
   return [(name, kinds == name) for name in names]
 
 
-def _histogram(values, kinds, title, xlabel, path, bins=40):
+def _histogram(values, kinds, title, xlabel, path, bins=40, log=False):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -43,7 +43,9 @@ def _histogram(values, kinds, title, xlabel, path, bins=40):
     ax.hist(values[mask], bins=edges, alpha=0.55, label=f"{name} ({mask.sum()})")
   ax.set_title(title)
   ax.set_xlabel(xlabel)
-  ax.set_ylabel("records")
+  ax.set_ylabel("records (log scale)" if log else "records")
+  if log:  # W^s piles up at 1 (every record at or above the mean)
+    ax.set_yscale("log")
   ax.legend()
   fig.tight_layout()
   fig.savefig(path)
@@ -113,7 +115,7 @@ def write_report(table: dict, files: list[str], out: str, n: int = 24,
   _histogram(table["s_tc"], kinds, plots["hist_s_tc.png"], "cosine t·c",
              os.path.join(out, "hist_s_tc.png"))
   _histogram(table["w_sample"], kinds, plots["hist_w_sample.png"], "W^s",
-             os.path.join(out, "hist_w_sample.png"))
+             os.path.join(out, "hist_w_sample.png"), log=True)
   _scatter(table["clip_score"], table["w_sample"], kinds, os.path.join(out, "scatter.png"))
 
   # Down-weighted: smallest W^s (ties by S_tc); trusted: largest S_tc.
@@ -129,7 +131,15 @@ def write_report(table: dict, files: list[str], out: str, n: int = 24,
       f'<figure><img src="{_data_uri(open(os.path.join(out, name), "rb").read())}" '
       f'alt="{html.escape(title)}"><figcaption>{html.escape(title)}</figcaption></figure>'
       for name, title in plots.items())
-  meta = html.escape(", ".join(f"{k}: {v}" for k, v in (summary or {}).items()))
+  summary = summary or {}
+  facts = {"records": summary.get("records"), "bad records (by reason)": summary.get("bad"),
+           "means H_tc, H_xt, H_xc": ", ".join(f"{summary['means'][k]:.4f}" for k in ("h_tc", "h_xt", "h_xc"))
+           if "means" in summary else None,
+           "means from": summary.get("means_source"),
+           "γ_s, γ_p": f"{summary.get('gamma_sample')}, {summary.get('gamma_pair')}",
+           "model step": summary.get("step")}
+  meta = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+                 for k, v in facts.items() if summary)
   page = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>ALIP gate report</title>
 <style>body{{font-family:sans-serif;margin:1.5em}} table{{border-collapse:collapse}}
@@ -137,7 +147,9 @@ td,th{{border:1px solid #ccc;padding:4px;vertical-align:top;font-size:13px}}
 figure{{display:inline-block;margin:0 1em 1em 0}} figure img{{max-width:480px}}</style>
 </head><body>
 <h1>What ALIP's gates say about this split</h1>
-<p>{len(table['key'])} scored records. {meta}</p>
+<p>{len(table['key'])} scored records.</p>
+<table>{meta}</table>
+<h2>Per noise kind</h2>
 <table><tr><th>noise kind</th><th>records</th><th>mean W<sup>s</sup></th>
 <th>W<sup>s</sup> &lt; 0.5</th></tr>{counts}</table>
 <h2>Plots</h2>{images}
