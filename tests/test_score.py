@@ -185,3 +185,40 @@ def test_two_processes_score_their_slices(run, tmp_path):
   for column in ("s_tc", "s_xt", "s_xc", "w_sample", "w_raw_pair", "w_caption_pair"):
     np.testing.assert_allclose(got[column], want[column], rtol=1e-5, atol=1e-6, err_msg=column)
   check_report(os.path.join(out, "report"), 200, 3)
+
+
+def test_score_filter_and_report_on_a_split_built_from_tars(run, tmp_path):
+  """A webdataset tar through alip_jax.data.build, scored with imported
+  weights (no running means: the split's own), filtered, reported."""
+  import io
+  import tarfile
+  from alip_jax.curation import filtering
+  from alip_jax.data import build
+  workdir, _, _, _ = run
+  tar = str(tmp_path / "00000.tar")
+  with tarfile.open(tar, "w") as archive:
+    for i in range(12):
+      buf = io.BytesIO()
+      Image.new("RGB", (48, 40), (20 * i, 100, 200 - 10 * i)).save(buf, format="JPEG")
+      for name, data in ((f"{i:04d}.jpg", buf.getvalue()), (f"{i:04d}.txt", f"photo {i}".encode())):
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+  data = str(tmp_path / "built")
+  captions = {f"{i:04d}": [f"a colour swatch number {i}"] for i in range(12)}
+  build.build([tar], build.BuildOptions(out=data), captions, vocab_size=40)
+  alip_jax.export(alip_jax.load(workdir), str(tmp_path / "hf"))
+  loaded = alip_jax.load(str(tmp_path / "hf"))
+  assert loaded.gate_state is None
+  files = records.split_files(data, "train").files
+  summary = score.score_split(loaded, files, str(tmp_path / "scores"), batch_size=8,
+                              progress=False)
+  table = score.read_scores(str(tmp_path / "scores"))
+  assert summary["scored"] == 12 and summary["means_source"] == "the split's own means"
+  np.testing.assert_allclose(summary["means"]["h_tc"], table["s_tc"].mean(), rtol=1e-5)
+  assert set(table["noise_kind"]) == {""}
+  stats = filtering.filter_split(str(tmp_path / "scores"), data, "train", str(tmp_path / "kept"),
+                                 top_fraction=0.5, by="clip_score", shards=2)
+  assert stats["kept"] == 6 and stats["noise_kind"] == {"unknown": {"kept": 6, "dropped": 6}}
+  report.write_report(table, files, str(tmp_path / "report"), 4, summary)
+  check_report(str(tmp_path / "report"), 12, 4)
