@@ -109,9 +109,9 @@ def filtering_table(workdir, rows):
            "| I→T R@1 | T→I R@1 | I→T R@10 | T→I R@10 |", "|---|---|---|---|---|---|---|---|---|"]
   for row in results:
     kinds = row.get("filter", {}).get("noise_kind", {})
-    share = lambda k: (f"{kinds[k]['kept'] / (kinds[k]['kept'] + kinds[k]['dropped']):.0%}"
+    share = lambda k: (f"{kinds[k]['kept'] / (kinds[k]['kept'] + kinds[k]['dropped']):.1%}"
                        if k in kinds else "100%")
-    kept = f"{row['filter']['kept_fraction']:.0%}" if "filter" in row else "100%"
+    kept = f"{row['filter']['kept_fraction']:.1%}" if "filter" in row else "100%"
     lines.append(f"| {row['label']} | {kept} | {share('matched')} | {share('partial')} "
                  f"| {share('mismatched')} | {_retrieval_cells(row)} |")
   return results, lines
