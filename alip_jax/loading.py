@@ -54,6 +54,10 @@ class LoadedModel:
   step: int | None = None
   source: str | None = None  # what `load` was given (a workdir: its eval.json feeds model cards)
   config: ml_collections.ConfigDict | None = None  # the training config, for workdirs
+  # A training workdir's loss config and gates' running means (H_tc, H_xt,
+  # H_xc at `step`); None for imported weights.
+  loss_config: Any = None
+  gate_state: dict | None = None
 
   def __post_init__(self):
     from alip_jax import train
@@ -234,4 +238,6 @@ def _from_workdir(workdir, config, step, tokenizer_path, mesh) -> LoadedModel:
     log.warning("loaded step %d of %s: newer step(s) %s do not read and were skipped (left in "
                 "place)", step, workdir, skipped)
   return LoadedModel(model, state["params"], config.model, tok, config.data.image_size, mesh,
-                     state_sharding["params"], step, source=workdir, config=config)
+                     state_sharding["params"], step, source=workdir, config=config,
+                     loss_config=config.loss,
+                     gate_state={k: float(v) for k, v in jax.device_get(state["gates"]).items()})

@@ -69,7 +69,10 @@ def get_config(variant: str = "alip") -> ml_collections.ConfigDict:
   c.loss.alip = ml_collections.ConfigDict(dict(
       momentum=0.99, init_mean=1.0, gamma_sample=2.0, gamma_pair=2.0,
       update_before_weights=True, normalization="mean_half",
-      sample_gate=True, raw_pair_gate=True, caption_pair_gate=True))
+      sample_gate=True, raw_pair_gate=True, caption_pair_gate=True,
+      # 'raw': the sample gate weights the raw-text path only (an ablation;
+      # 'both' is the official code).
+      sample_gate_paths="both"))
   # SoftCLIP is reconstructed: every unknown is here (docs/METHOD.md, "SoftCLIP").
   c.loss.softclip = ml_collections.ConfigDict(dict(
       target_source="own_modality", target_temperature=0.1, alpha=0.2, beta=1.0,

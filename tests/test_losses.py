@@ -157,3 +157,20 @@ def test_bipath_clip_equals_alip_with_gates_off():
 def test_unknown_loss_is_a_clear_error():
   with pytest.raises(ValueError, match="config.loss.name must be one of"):
     losses.text_inputs(ml_collections.ConfigDict({"name": "clipp"}))
+
+
+def test_sample_gate_on_the_raw_path_only():
+  """`sample_gate_paths='raw'`: the raw path keeps W^s·W^t, the caption path
+  gets W^c alone; the default ('both') is the official loss."""
+  x, t, c = embeddings(4)
+  emb = {"image": x, "raw": t, "caption": c}
+  state = {k: jnp.float32(0.3) for k in alip.GATE_NAMES}
+  _, _, both = alip.alip_loss(emb, 2.0, state, alip_cfg())
+  _, _, raw_only = alip.alip_loss(emb, 2.0, state, alip_cfg(sample_gate_paths="raw"))
+  assert float(jnp.min(both["weight_sample"])) < 0.5  # the gate is active here
+  np.testing.assert_allclose(raw_only["loss_raw"], both["loss_raw"], rtol=1e-6)
+  want_caption = jnp.mean(raw_only["weight_caption_pair"] * raw_only["infonce_caption"])
+  np.testing.assert_allclose(raw_only["loss_caption"], want_caption, rtol=1e-6)
+  assert float(raw_only["loss_caption"]) > float(both["loss_caption"])
+  with pytest.raises(ValueError, match="sample_gate_paths"):
+    alip.alip_loss(emb, 2.0, state, alip_cfg(sample_gate_paths="caption"))

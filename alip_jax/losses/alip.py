@@ -20,7 +20,8 @@ Every gate quantity is under stop_gradient and in float32. The official code
 writes γ = 2 as `exp(·)**2`; we write exp(γ·d), which is the same number up
 to float rounding. A gate switched off (the ablation of the paper's Table 4)
 contributes 1; the pair gates keep their W^s_raw < 1 condition even when the
-sample gate itself is off.
+sample gate itself is off. `sample_gate_paths='raw'` applies W^s to the raw
+path only (not in the paper; an ablation switch, off by default).
 """
 
 from __future__ import annotations
@@ -39,30 +40,44 @@ def init_gate_state(init_mean: float = 1.0) -> dict:
   return {name: jnp.asarray(init_mean, jnp.float32) for name in GATE_NAMES}
 
 
+def similarities(x, t, c) -> dict:
+  """The gates' three cosines per sample, float32, no gradient:
+  {"h_tc": S_tc = t·c, "h_xt": S_xt = x·t, "h_xc": S_xc = x·c} (keyed by
+  the running mean each one feeds)."""
+  x, t, c = (jax.lax.stop_gradient(v).astype(jnp.float32) for v in (x, t, c))
+  return {"h_tc": jnp.sum(t * c, -1), "h_xt": jnp.sum(x * t, -1), "h_xc": jnp.sum(x * c, -1)}
+
+
+def gate_weights(sims: dict, means: dict, gamma_sample: float, gamma_pair: float) -> dict:
+  """Steps 3–4 at fixed means: {"sample": W^s, "raw_pair": W^t,
+  "caption_pair": W^c}, each [N]. A pure function of the cosines, shared by
+  the loss and by `alip_jax.score` (which scores data with it)."""
+  sample_raw = jnp.exp(gamma_sample * (sims["h_tc"] - means["h_tc"]))
+  below_mean = sample_raw < 1
+  return {"sample": jnp.where(below_mean, sample_raw, 1.0),
+          "raw_pair": jnp.where(below_mean, jnp.exp(gamma_pair * (sims["h_xt"] - means["h_xt"])), 1.0),
+          "caption_pair": jnp.where(below_mean,
+                                    jnp.exp(gamma_pair * (sims["h_xc"] - means["h_xc"])), 1.0)}
+
+
 def gates(x, t, c, gate_state: dict, cfg: ml_collections.ConfigDict):
   """Returns (weights, new_gate_state, similarities); no gradient flows.
 
-  weights: {"sample": W^s, "raw_pair": W^t, "caption_pair": W^c}, each [N].
+  weights: {"sample": W^s, "raw_pair": W^t, "caption_pair": W^c}, each [N]
+  (a gate switched off contributes ones).
   """
-  x, t, c = (jax.lax.stop_gradient(v).astype(jnp.float32) for v in (x, t, c))
-  sims = {"h_tc": jnp.sum(t * c, -1), "h_xt": jnp.sum(x * t, -1),
-          "h_xc": jnp.sum(x * c, -1)}
+  sims = similarities(x, t, c)
   gate_state = jax.lax.stop_gradient(gate_state)
   updated = {k: cfg.momentum * gate_state[k] + (1 - cfg.momentum) * jnp.mean(sims[k])
              for k in GATE_NAMES}
   means = updated if cfg.update_before_weights else gate_state
-
-  sample_raw = jnp.exp(cfg.gamma_sample * (sims["h_tc"] - means["h_tc"]))
-  below_mean = sample_raw < 1
-  ones = jnp.ones_like(sample_raw)
-  sample = jnp.where(below_mean, sample_raw, 1.0)
-  raw_pair = jnp.where(below_mean, jnp.exp(cfg.gamma_pair * (sims["h_xt"] - means["h_xt"])), 1.0)
-  caption_pair = jnp.where(below_mean, jnp.exp(cfg.gamma_pair * (sims["h_xc"] - means["h_xc"])), 1.0)
-  weights = {"sample": sample if cfg.sample_gate else ones,
-             "raw_pair": raw_pair if cfg.raw_pair_gate else ones,
-             "caption_pair": caption_pair if cfg.caption_pair_gate else ones}
-  similarities = {"s_tc": sims["h_tc"], "s_xt": sims["h_xt"], "s_xc": sims["h_xc"]}
-  return weights, updated, similarities
+  weights = gate_weights(sims, means, cfg.gamma_sample, cfg.gamma_pair)
+  ones = jnp.ones_like(weights["sample"])
+  weights = {"sample": weights["sample"] if cfg.sample_gate else ones,
+             "raw_pair": weights["raw_pair"] if cfg.raw_pair_gate else ones,
+             "caption_pair": weights["caption_pair"] if cfg.caption_pair_gate else ones}
+  similarities_out = {"s_tc": sims["h_tc"], "s_xt": sims["h_xt"], "s_xc": sims["h_xc"]}
+  return weights, updated, similarities_out
 
 
 def alip_loss(embeddings: dict, logit_scale, gate_state: dict,
@@ -79,7 +94,13 @@ def alip_loss(embeddings: dict, logit_scale, gate_state: dict,
   ce_raw = per_sample(x, t, logit_scale)
   ce_caption = per_sample(x, c, logit_scale)
   raw_loss = reduce_weighted(ce_raw, weights["sample"] * weights["raw_pair"], cfg.normalization)
-  caption_loss = reduce_weighted(ce_caption, weights["sample"] * weights["caption_pair"],
+  # `sample_gate_paths='raw'` (an ablation, default 'both' = the official
+  # code): W^s judges the raw text, so it may weight the raw path alone.
+  paths = cfg.get("sample_gate_paths", "both")
+  if paths not in ("both", "raw"):
+    raise ValueError(f"config.loss.alip.sample_gate_paths must be 'both' or 'raw', got {paths!r}")
+  caption_sample = weights["sample"] if paths == "both" else jnp.ones_like(weights["sample"])
+  caption_loss = reduce_weighted(ce_caption, caption_sample * weights["caption_pair"],
                                  cfg.normalization)
   # The ungated per-sample InfoNCE too: the gated loss can rise while the
   # model improves, because the weights grow as the running means fall.

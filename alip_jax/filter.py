@@ -1,0 +1,58 @@
+"""Keep the records a rule selects from a scored split: a new, ordinary split.
+
+  python -m alip_jax.filter --scores runs/scores --data runs/demo/data \
+      --split train --out runs/filtered --keep 'w_sample>=0.5'
+  python -m alip_jax.filter ... --top_fraction 0.7 --by clip_score
+
+--keep: conditions on the score columns (alip_jax.score.COLUMNS), joined by
+commas, all must hold: `w_sample>=0.5`, `clip_score>0.2`,
+`noise_kind!=mismatched` (an oracle on the embedded corpus's ground truth).
+--top_fraction F --by COLUMN: the round(F·N) scored records with the largest
+COLUMN (ties by S_tc, then by position: W^s is 1 for every record at or
+above the mean, and S_tc orders those the way the gate would). Both may be
+given; the top fraction is then taken from what --keep kept.
+
+The kept records go, in their original order and unchanged, through
+`records.write_shard` into `{out}/{split}-0000j-of-0000N.array_record`;
+the other splits of --data (e.g. test) and its tokenizer are copied, and
+counts.json is written, so `--config.data.dir={out}` trains on it. Records
+without a score (bad records) are dropped and counted. filter.json holds
+the counts: kept/dropped per rule and per meta.noise_kind.
+"""
+
+from __future__ import annotations
+
+import json
+
+from absl import app, flags
+
+from alip_jax.curation import filtering
+
+_SCORES = flags.DEFINE_string("scores", None, "Output directory of alip_jax.score.")
+_DATA = flags.DEFINE_string("data", None, "The scored split's data directory.")
+_SPLIT = flags.DEFINE_string("split", "train", "Split to filter.")
+_OUT = flags.DEFINE_string("out", None, "New data directory.")
+_KEEP = flags.DEFINE_string("keep", "", "Conditions, e.g. 'w_sample>=0.5'.")
+_TOP_FRACTION = flags.DEFINE_float("top_fraction", None, "Keep this fraction of the records…")
+_BY = flags.DEFINE_string("by", "w_sample", "…with the largest value of this column.")
+_SHARDS = flags.DEFINE_integer("shards", 4, "Output shards.")
+
+
+def _main(argv):
+  del argv
+  for name, flag in (("--scores", _SCORES), ("--data", _DATA), ("--out", _OUT)):
+    if not flag.value:
+      raise app.UsageError(f"{name} is required")
+  if not _KEEP.value and _TOP_FRACTION.value is None:
+    raise app.UsageError("give --keep and/or --top_fraction")
+  stats = filtering.filter_split(_SCORES.value, _DATA.value, _SPLIT.value, _OUT.value, _KEEP.value,
+                       _TOP_FRACTION.value, _BY.value, _SHARDS.value)
+  print(json.dumps(stats, indent=1))
+
+
+def main():
+  app.run(_main)
+
+
+if __name__ == "__main__":
+  main()
