@@ -26,6 +26,7 @@ import json
 
 from absl import app, flags
 
+from alip_jax import console
 from alip_jax.curation import filtering
 
 _SCORES = flags.DEFINE_string("scores", None, "Output directory of alip_jax.score.")
@@ -50,8 +51,8 @@ def _main(argv):
   print(json.dumps(stats, indent=1))
 
 
-def main():
-  app.run(_main)
+def main():  # also the console script `alip-filter`
+  console.run_absl(_main, __name__)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import json
 
 from absl import app, flags
 
-from alip_jax import distributed, mesh as mesh_lib
+from alip_jax import console, distributed, mesh as mesh_lib
 from alip_jax.curation import scoring
 from alip_jax.data import records
 
@@ -76,7 +76,7 @@ def _main(argv):
 
 
 def main():  # also the console script `alip-score`
-  app.run(_main)
+  console.run_absl(_main, __name__)
 
 
 if __name__ == "__main__":

@@ -149,7 +149,8 @@ def test_wheel_installs_and_its_commands_run_from_another_directory(tmp_path, ti
   assert all(path.startswith(new_site) for path in where.stdout.split()), where.stdout
   for command, flag in (("alip-train", "--workdir"), ("alip-eval", "--checkpoint"),
                         ("alip-demo", "--variants"), ("alip-build", "--captions"),
-                        ("alip-export", "--format")):
+                        ("alip-export", "--format"), ("alip-score", "--report"),
+                        ("alip-filter", "--top_fraction")):
     shown = run(command, "--help")
     assert flag in shown.stdout, (command, shown.stdout[-2000:], shown.stderr[-2000:])
   # The README's paths, relative to the working directory.
