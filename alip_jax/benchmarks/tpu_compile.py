@@ -32,6 +32,8 @@ libtpu warns that TPU_ACCELERATOR_TYPE and TPU_WORKER_HOSTNAMES are unset:
 on a TPU VM the metadata server provides them to the local runtime. A
 compile-only topology does not use them; where unset they are filled in
 with this topology's accelerator type and 'localhost', which silences it.
+Nothing opens a chip, so ALLOW_MULTIPLE_LIBTPU_LOAD=1 lets several such
+processes run at once (libtpu otherwise holds /tmp/libtpu_lockfile).
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ def topology_devices(name: str) -> list:
   os.environ.setdefault("TPU_ACCELERATOR_TYPE",
                         f"{chip.accelerator_prefix}-{chips * chip.cores_per_chip}")
   os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+  # No chip is opened: several processes (pytest workers) may load libtpu.
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
   topology = topologies.get_topology_desc(topology_name=name, platform="tpu",
                                           chip_config_name=chip.chip_config)
   return topology.devices
@@ -115,6 +119,10 @@ def _tower_name(value) -> str:
   return value if isinstance(value, str) else ",".join(f"{k}={v}" for k, v in sorted(dict(value).items()))
 
 
+def _sig(x: float, digits: int = 4) -> float:
+  return float(f"{x:.{digits}g}")
+
+
 def _cost(compiled) -> dict:
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):  # older jax: one dict per device program
@@ -145,7 +153,14 @@ def analyse(config, topology: str, vocab: int = 49408) -> dict:
     logging.debug("%s", traceback.format_exc())
     return result
   result.update(compiled=True, compile_s=round(time.perf_counter() - start, 1))
+  result.update(measure(compiled, config, chip, chips))
+  return result
 
+
+def measure(compiled, config, chip: accelerators.TpuChip, chips: int) -> dict:
+  """Memory per chip, FLOPs and bytes, the roofline estimate and the
+  collectives of a compiled train step."""
+  result = {}
   memory = compiled.memory_analysis()
   gib = lambda name: getattr(memory, name, 0) / 2**30
   total = (gib("argument_size_in_bytes") + gib("output_size_in_bytes")
@@ -166,9 +181,9 @@ def analyse(config, topology: str, vocab: int = 49408) -> dict:
   model_flops = config.train.batch_size * monitoring.flops_per_sample(
       config, len(losses.text_inputs(config.loss)), losses.num_views(config.loss))
   result.update(
-      xla_tflop_per_chip=round(flops / 1e12, 3), xla_gb_accessed_per_chip=round(bytes_accessed / 1e9, 2),
-      model_tflop_per_step=round(model_flops / 1e12, 2),
-      est_step_s=round(step_s, 4), est_bound="compute" if compute_s >= memory_s else "memory",
+      xla_tflop_per_chip=_sig(flops / 1e12), xla_gb_accessed_per_chip=_sig(bytes_accessed / 1e9),
+      model_tflop_per_step=_sig(model_flops / 1e12),
+      est_step_s=_sig(step_s), est_bound="compute" if compute_s >= memory_s else "memory",
       est_mfu=round(model_flops / chips / step_s / (chip.peak_tflops * 1e12), 3) if step_s else None,
       est_samples_per_s=round(config.train.batch_size / step_s) if step_s else None,
       collectives=count_collectives(compiled.as_text()))
