@@ -3,6 +3,7 @@
   python -m alip_jax.benchmarks.tpu_compile --config configs/alip_yfcc15m.py:B/16 \
       --topology v5p:4x4x4 [--config.mesh.fsdp=-1 --config.mesh.data=1 ...] \
       [--out tpu_compile.jsonl]
+  python -m alip_jax.benchmarks.tpu_compile --table tpu_compile.jsonl
 
 Needs the `libtpu` package (requirements-test.txt), no TPU: libtpu describes
 the slice (`jax.experimental.topologies.get_topology_desc`) and compiles for
@@ -21,7 +22,7 @@ table row:
 * an ESTIMATED step time from a roofline, max(FLOPs / peak bf16 FLOP/s,
   bytes / HBM bandwidth) per chip, and the MFU that step time would give
   (analytic model FLOPs, as the trainer's MFU line) — it leaves out
-  collectives and stalls, so a real step is slower;
+  collectives and stalls, so a real step is slower (see `estimate`);
 * how many collectives of each kind the compiled program has.
 
 Topologies are libtpu's names: 'v5e:16x16' (v5litepod-256), 'v5p:4x4x4'
@@ -130,17 +131,23 @@ def _cost(compiled) -> dict:
   return cost or {}
 
 
+def describe(config, topology: str) -> dict:
+  """The run's settings, as the report's first fields."""
+  chip, chips = parse_topology(topology)
+  return {"topology": topology, "chip": chip.device_kind, "chips": chips,
+          "image": _tower_name(config.model.image), "text": _tower_name(config.model.text),
+          "objective": config.loss.name, "batch": config.train.batch_size,
+          "ring_loss": losses.use_chunked(config.loss, config.train.batch_size),
+          "dtype": config.model.dtype, "remat": str(config.model.get("remat", "none")),
+          "scan": bool(config.model.get("scan", False)),
+          "accum_steps": config.train.get("accum_steps", 1)}
+
+
 def analyse(config, topology: str, vocab: int = 49408) -> dict:
   """Compiles the train step for `topology` and returns the report (a dict;
   'error' instead of the figures when lowering or compiling fails)."""
   chip, chips = parse_topology(topology)
-  result = {"topology": topology, "chip": chip.device_kind, "chips": chips,
-            "image": _tower_name(config.model.image), "text": _tower_name(config.model.text),
-            "objective": config.loss.name, "batch": config.train.batch_size,
-            "ring_loss": losses.use_chunked(config.loss, config.train.batch_size),
-            "dtype": config.model.dtype, "remat": str(config.model.get("remat", "none")),
-            "scan": bool(config.model.get("scan", False)),
-            "accum_steps": config.train.get("accum_steps", 1)}
+  result = describe(config, topology)
   start = time.perf_counter()
   try:
     lowered, mesh = lower_train_step(config, topology_devices(topology), vocab)
@@ -154,12 +161,13 @@ def analyse(config, topology: str, vocab: int = 49408) -> dict:
     return result
   result.update(compiled=True, compile_s=round(time.perf_counter() - start, 1))
   result.update(measure(compiled, config, chip, chips))
+  result.update(estimate(result))
   return result
 
 
 def measure(compiled, config, chip: accelerators.TpuChip, chips: int) -> dict:
-  """Memory per chip, FLOPs and bytes, the roofline estimate and the
-  collectives of a compiled train step."""
+  """Memory per chip, FLOPs and bytes and the collectives of a compiled
+  train step."""
   result = {}
   memory = compiled.memory_analysis()
   gib = lambda name: getattr(memory, name, 0) / 2**30
@@ -174,20 +182,38 @@ def measure(compiled, config, chip: accelerators.TpuChip, chips: int) -> dict:
       hbm_used=round(total / chip.hbm_gib, 3), fits=total <= chip.hbm_gib)
 
   cost = _cost(compiled)
-  flops, bytes_accessed = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
-  compute_s = flops / (chip.peak_tflops * 1e12)
-  memory_s = bytes_accessed / (chip.hbm_gbps * 1e9)
-  step_s = max(compute_s, memory_s)
   model_flops = config.train.batch_size * monitoring.flops_per_sample(
       config, len(losses.text_inputs(config.loss)), losses.num_views(config.loss))
   result.update(
-      xla_tflop_per_chip=_sig(flops / 1e12), xla_gb_accessed_per_chip=_sig(bytes_accessed / 1e9),
+      xla_tflop_per_chip=_sig(float(cost.get("flops", 0.0)) / 1e12),
+      xla_gb_accessed_per_chip=_sig(float(cost.get("bytes accessed", 0.0)) / 1e9),
       model_tflop_per_step=_sig(model_flops / 1e12),
-      est_step_s=_sig(step_s), est_bound="compute" if compute_s >= memory_s else "memory",
-      est_mfu=round(model_flops / chips / step_s / (chip.peak_tflops * 1e12), 3) if step_s else None,
-      est_samples_per_s=round(config.train.batch_size / step_s) if step_s else None,
       collectives=count_collectives(compiled.as_text()))
   return result
+
+
+# Full remat runs each block's forward twice: 4 forward-equivalents, not 3.
+REMAT_COMPUTE = {"full": 4 / 3}
+
+
+def estimate(r: dict) -> dict:
+  """Roofline step time and MFU from a report's raw figures — an ESTIMATE:
+  per chip, max(FLOPs / peak, bytes / HBM bandwidth); no collectives, no
+  stalls, so a lower bound on the step time (an upper bound on MFU).
+
+  FLOPs are XLA's count or, where larger, the analytic model FLOPs per chip
+  (× 4/3 with full remat): with `model.scan` XLA counts a loop body once.
+  For the same reason the bytes are an undercount with scan."""
+  chip = accelerators.TPU_CHIPS[r["topology"].partition(":")[0]]
+  model_flops = r["model_tflop_per_step"] * 1e12
+  flops = max(r["xla_tflop_per_chip"] * 1e12,
+              model_flops / r["chips"] * REMAT_COMPUTE.get(r["remat"], 1.0))
+  compute_s = flops / (chip.peak_tflops * 1e12)
+  memory_s = r["xla_gb_accessed_per_chip"] * 1e9 / (chip.hbm_gbps * 1e9)
+  step_s = max(compute_s, memory_s)
+  return {"est_step_s": _sig(step_s), "est_bound": "compute" if compute_s >= memory_s else "memory",
+          "est_mfu": round(model_flops / r["chips"] / step_s / (chip.peak_tflops * 1e12), 3),
+          "est_samples_per_s": round(r["batch"] / step_s)}
 
 
 TABLE_HEADER = ("| topology | model | loss | batch | mesh (data,fsdp,model) | per-chip batch | remat / scan "
@@ -210,16 +236,30 @@ def table_row(r: dict) -> str:
           f"{r['est_step_s']} ({r['est_bound']}) | {r['est_mfu']} | {counts} |")
 
 
+def print_table(path: str) -> None:
+  """The table of every report in a JSONL file (estimates re-derived)."""
+  print(TABLE_HEADER)
+  with open(path) as f:
+    for line in f:
+      r = json.loads(line)
+      print(table_row({**r, **estimate(r)} if r["compiled"] else r))
+
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).")
 _TOPOLOGY = flags.DEFINE_string("topology", None, "TPU slice, e.g. v5e:16x16, v5p:4x4x4, v4:4x4x2.")
 _VOCAB = flags.DEFINE_integer("vocab", 49408, "Text vocabulary size (CLIP BPE: 49408).")
 _OUT = flags.DEFINE_string("out", "tpu_compile.jsonl", "JSONL file the report line is appended to "
                            "('' = none).")
-flags.mark_flags_as_required(["config", "topology"])
+_TABLE = flags.DEFINE_string("table", "", "Only print the table of the reports in this JSONL file.")
 
 
 def main(argv):
   del argv
+  if _TABLE.value:
+    print_table(_TABLE.value)
+    return
+  if not (_CONFIG.value and _TOPOLOGY.value):
+    raise app.UsageError("--config and --topology are required")
   logging.getLogger("alip_jax").setLevel(logging.INFO)
   result = analyse(_CONFIG.value, _TOPOLOGY.value, _VOCAB.value)
   if _OUT.value:
