@@ -53,3 +53,13 @@ def test_input_pipeline_benchmark_prints_every_figure(tmp_path):
   for line in ("bare PIL decode, 1 core:", "pipeline, workers=0:", "pipeline, workers=1:",
                "× bare decode per core", "cores to feed 1468 samples/s"):
     assert line in run.stdout, run.stdout
+
+
+def test_pod_presets_set_the_checked_mesh_remat_and_scan():
+  for (image, pod), preset in alip_yfcc15m.POD_PRESETS.items():
+    config = alip_yfcc15m.get_config(f"{image},{pod}")
+    assert config.model.image == image and config.train.batch_size == 4096
+    assert dict(config.mesh) == preset["mesh"]
+    assert (config.model.remat, config.model.scan) == (preset["remat"], preset["scan"])
+  with pytest.raises(ValueError, match="no preset for B/16 on v9-8"):
+    alip_yfcc15m.get_config("B/16,v9-8")
