@@ -31,7 +31,11 @@ EPOCHS = 32
 # in docs/BENCHMARKS.md). Other towers / slices: check before renting.
 POD_PRESETS = {
     ("B/16", "v5p-128"): dict(mesh=dict(data=-1, fsdp=1, model=1), remat="dots", scan=True),
+    ("B/16", "v5e-256"): dict(mesh=dict(data=-1, fsdp=1, model=1), remat="dots", scan=True),
     ("L/14", "v5e-256"): dict(mesh=dict(data=16, fsdp=16, model=1), remat="full", scan=True),
+    # 128 per chip: 8 GradCache micro-batches (80.6 GiB of temporaries without).
+    ("L/14", "v4-64"): dict(mesh=dict(data=1, fsdp=-1, model=1), remat="full", scan=True,
+                            accum_steps=8),
 }
 
 
@@ -70,4 +74,5 @@ def get_config(image: str = "B/32") -> ml_collections.ConfigDict:
     preset = POD_PRESETS[(image, pod)]
     c.mesh.update(preset["mesh"])
     c.model.remat, c.model.scan = preset["remat"], preset["scan"]
+    c.train.accum_steps = preset.get("accum_steps", 1)
   return c

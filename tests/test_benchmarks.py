@@ -61,5 +61,6 @@ def test_pod_presets_set_the_checked_mesh_remat_and_scan():
     assert config.model.image == image and config.train.batch_size == 4096
     assert dict(config.mesh) == preset["mesh"]
     assert (config.model.remat, config.model.scan) == (preset["remat"], preset["scan"])
+    assert config.train.accum_steps == preset.get("accum_steps", 1)
   with pytest.raises(ValueError, match="no preset for B/16 on v9-8"):
     alip_yfcc15m.get_config("B/16,v9-8")

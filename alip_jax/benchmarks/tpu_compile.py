@@ -192,8 +192,10 @@ def measure(compiled, config, chip: accelerators.TpuChip, chips: int) -> dict:
   return result
 
 
-# Full remat runs each block's forward twice: 4 forward-equivalents, not 3.
-REMAT_COMPUTE = {"full": 4 / 3}
+def recompute_factor(r: dict) -> float:
+  """Model FLOPs → executed FLOPs: full remat runs each block's forward
+  again, GradCache (accum_steps > 1) runs one extra forward (3 → 4 each)."""
+  return 1 + (r["remat"] == "full") / 3 + (r.get("accum_steps", 1) > 1) / 3
 
 
 def estimate(r: dict) -> dict:
@@ -202,12 +204,12 @@ def estimate(r: dict) -> dict:
   stalls, so a lower bound on the step time (an upper bound on MFU).
 
   FLOPs are XLA's count or, where larger, the analytic model FLOPs per chip
-  (× 4/3 with full remat): with `model.scan` XLA counts a loop body once.
+  × `recompute_factor`: with `model.scan` XLA counts a loop body once.
   For the same reason the bytes are an undercount with scan."""
   chip = accelerators.TPU_CHIPS[r["topology"].partition(":")[0]]
   model_flops = r["model_tflop_per_step"] * 1e12
   flops = max(r["xla_tflop_per_chip"] * 1e12,
-              model_flops / r["chips"] * REMAT_COMPUTE.get(r["remat"], 1.0))
+              model_flops / r["chips"] * recompute_factor(r))
   compute_s = flops / (chip.peak_tflops * 1e12)
   memory_s = r["xla_gb_accessed_per_chip"] * 1e9 / (chip.hbm_gbps * 1e9)
   step_s = max(compute_s, memory_s)
@@ -216,7 +218,7 @@ def estimate(r: dict) -> dict:
           "est_samples_per_s": round(r["batch"] / step_s)}
 
 
-TABLE_HEADER = ("| topology | model | loss | batch | mesh (data,fsdp,model) | per-chip batch | remat / scan "
+TABLE_HEADER = ("| topology | model | loss | batch | mesh (data,fsdp,model) | per-chip batch | remat / scan [/ accum] "
                 "| compile s | args / temp / total GiB per chip | HBM used | est. step s | est. MFU "
                 "| all-gather / reduce-scatter / all-reduce / coll.-permute / all-to-all |\n"
                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -225,7 +227,8 @@ TABLE_HEADER = ("| topology | model | loss | batch | mesh (data,fsdp,model) | pe
 def table_row(r: dict) -> str:
   mesh = ",".join(str(v) for v in r.get("mesh", {}).values()) or "—"
   model = f"{r['image']}" + (" ring" if r["ring_loss"] else "")
-  setup = f"{r['remat']} / {'scan' if r['scan'] else 'no scan'}"
+  setup = f"{r['remat']} / {'scan' if r['scan'] else 'no scan'}" + (
+      f" / accum {r['accum_steps']}" if r.get("accum_steps", 1) > 1 else "")
   head = (f"| {r['topology']} | {model} | {r['objective']} | {r['batch']} | {mesh} | "
           f"{r.get('per_chip_batch', '—')} | {setup} | {r['compile_s']} |")
   if not r["compiled"]:
