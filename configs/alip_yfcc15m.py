@@ -32,6 +32,8 @@ EPOCHS = 32
 POD_PRESETS = {
     ("B/16", "v5p-128"): dict(mesh=dict(data=-1, fsdp=1, model=1), remat="dots", scan=True),
     ("B/16", "v5e-256"): dict(mesh=dict(data=-1, fsdp=1, model=1), remat="dots", scan=True),
+    ("B/16", "v4-64"): dict(mesh=dict(data=-1, fsdp=1, model=1), remat="dots", scan=True),
+    ("L/14", "v5p-128"): dict(mesh=dict(data=-1, fsdp=1, model=1), remat="dots", scan=True),
     ("L/14", "v5e-256"): dict(mesh=dict(data=16, fsdp=16, model=1), remat="full", scan=True),
     # 128 per chip: 8 GradCache micro-batches (80.6 GiB of temporaries without).
     ("L/14", "v4-64"): dict(mesh=dict(data=1, fsdp=-1, model=1), remat="full", scan=True,
