@@ -30,6 +30,9 @@ EPOCHS = 32
 # the step for it (python -m alip_jax.benchmarks.tpu_compile; the figures are
 # in docs/BENCHMARKS.md). Other towers / slices: check before renting.
 POD_PRESETS = {
+    ("B/32", "v5p-128"): dict(mesh=dict(data=-1, fsdp=1, model=1), remat="dots", scan=True),
+    ("B/32", "v5e-256"): dict(mesh=dict(data=-1, fsdp=1, model=1), remat="dots", scan=True),
+    ("B/32", "v4-64"): dict(mesh=dict(data=-1, fsdp=1, model=1), remat="dots", scan=True),
     ("B/16", "v5p-128"): dict(mesh=dict(data=-1, fsdp=1, model=1), remat="dots", scan=True),
     ("B/16", "v5e-256"): dict(mesh=dict(data=-1, fsdp=1, model=1), remat="dots", scan=True),
     ("B/16", "v4-64"): dict(mesh=dict(data=-1, fsdp=1, model=1), remat="dots", scan=True),
