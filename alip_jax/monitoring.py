@@ -32,14 +32,14 @@ import time
 import jax
 import numpy as np
 
-from alip_jax import downweighted, fileio, losses
+from alip_jax import accelerators, downweighted, fileio, losses
 from alip_jax.models import zoo
 
 log = logging.getLogger(__name__)
 
-# Dense bf16 peak per device, TFLOP/s (config.train.peak_tflops overrides).
-KNOWN_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "TPU v5p": 459.0,
-                     "TPU v5 lite": 197.0, "TPU v4": 275.0}
+# Dense bf16 peak per device, TFLOP/s (config.train.peak_tflops overrides);
+# TPUs from the chip table (exact device kinds: v5p's is 'TPU v5').
+KNOWN_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 PATH_KEYS = ("loss_", "infonce_", "weight_", "h_", "softclip_", "uniclip_")
 # Rows of the TensorBoard panel of down-weighted samples (train.log_down_weighted).
 DOWN_WEIGHTED_ROWS = 16
@@ -50,6 +50,8 @@ def peak_tflops(override: float = 0.0) -> float:
   if override:
     return float(override)
   kind = jax.devices()[0].device_kind
+  if accelerators.tpu_chip(kind):
+    return float(accelerators.tpu_chip(kind).peak_tflops)
   return next((v for k, v in KNOWN_PEAK_TFLOPS.items() if k in kind), 0.0)
 
 

@@ -6,7 +6,9 @@
 
 The argument picks the image tower ('B/32' as in the paper's Tables 1–4,
 'B/16', 'L/14', or open_clip's names 'ViT-B-32', 'ViT-B-16', 'ViT-L-14');
-the text tower is CLIP's ('B', or 'L' with L/14). The
+the text tower is CLIP's ('B', or 'L' with L/14). A TPU slice after a comma
+('B/16,v5e-256') applies the mesh, remat and scan that were checked to fit
+that slice (POD_PRESETS, docs/BENCHMARKS.md). The
 data directory holds ArrayRecord triplet shards and tokenizer.model
 (docs/DATA.md). Everything else follows the official code: AdamW(0.9, 0.98)
 lr 1e-3 with one-cycle, weight decay 0.2 on every parameter, global batch
@@ -26,7 +28,26 @@ NUM_PAIRS = 15_061_515  # YFCC15M as the official README reports it
 EPOCHS = 32
 
 
+# Settings that fit the global batch 4096 on a TPU slice, found by compiling
+# the step for it (python -m alip_jax.benchmarks.tpu_compile; the figures are
+# in docs/BENCHMARKS.md). Other towers / slices: check before renting.
+POD_PRESETS = {
+    ("B/32", "v5p-128"): dict(mesh=dict(data=-1, fsdp=1, model=1), remat="dots", scan=True),
+    ("B/32", "v5e-256"): dict(mesh=dict(data=-1, fsdp=1, model=1), remat="dots", scan=True),
+    ("B/32", "v4-64"): dict(mesh=dict(data=-1, fsdp=1, model=1), remat="dots", scan=True),
+    ("B/16", "v5p-128"): dict(mesh=dict(data=-1, fsdp=1, model=1), remat="dots", scan=True),
+    ("B/16", "v5e-256"): dict(mesh=dict(data=-1, fsdp=1, model=1), remat="dots", scan=True),
+    ("B/16", "v4-64"): dict(mesh=dict(data=-1, fsdp=1, model=1), remat="dots", scan=True),
+    ("L/14", "v5p-128"): dict(mesh=dict(data=-1, fsdp=1, model=1), remat="dots", scan=True),
+    ("L/14", "v5e-256"): dict(mesh=dict(data=16, fsdp=16, model=1), remat="full", scan=True),
+    # 128 per chip: 8 GradCache micro-batches (80.6 GiB of temporaries without).
+    ("L/14", "v4-64"): dict(mesh=dict(data=1, fsdp=-1, model=1), remat="full", scan=True,
+                            accum_steps=8),
+}
+
+
 def get_config(image: str = "B/32") -> ml_collections.ConfigDict:
+  image, _, pod = image.partition(",")
   c = demo.get_config("alip")
   c.data.synthetic = False
   c.data.image_size = 224
@@ -52,4 +73,14 @@ def get_config(image: str = "B/32") -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   c.train.eval_every = 5000
   c.eval.batch_size = 1024
+  if pod:
+    image = c.model.image  # open_clip's names ('ViT-B-16') are presets' zoo names too
+    if (image, pod) not in POD_PRESETS:
+      raise ValueError(f"configs/alip_yfcc15m.py: no preset for {image} on {pod}; known: "
+                       f"{sorted(POD_PRESETS)}. Check a setting with "
+                       f"python -m alip_jax.benchmarks.tpu_compile (README).")
+    preset = POD_PRESETS[(image, pod)]
+    c.mesh.update(preset["mesh"])
+    c.model.remat, c.model.scan = preset["remat"], preset["scan"]
+    c.train.accum_steps = preset.get("accum_steps", 1)
   return c

@@ -88,3 +88,12 @@ def test_benchmark_counts_the_objectives_flops(name, path):
   assert result["model_tflop_per_step"] == pytest.approx(
       8 * monitoring.flops_per_sample(config) / 1e12, rel=1e-9)
   assert result["model_tflop_per_step"] == pytest.approx(result["xla_tflop_per_step"], rel=0.25)
+def test_pod_presets_set_the_checked_mesh_remat_and_scan():
+  for (image, pod), preset in alip_yfcc15m.POD_PRESETS.items():
+    config = alip_yfcc15m.get_config(f"{image},{pod}")
+    assert config.model.image == image and config.train.batch_size == 4096
+    assert dict(config.mesh) == preset["mesh"]
+    assert (config.model.remat, config.model.scan) == (preset["remat"], preset["scan"])
+    assert config.train.accum_steps == preset.get("accum_steps", 1)
+  with pytest.raises(ValueError, match="no preset for B/16 on v9-8"):
+    alip_yfcc15m.get_config("B/16,v9-8")
