@@ -205,7 +205,10 @@ class Monitor:
 
   def write(self, step: int, summary: dict, extra: dict) -> dict:
     """summary: the step's device summary, fetched; returns the scalars logged."""
-    histograms = {k: np.asarray(v) for k, v in summary.items() if k.startswith("hist_")}
+    # A skipped (non-finite) step's values are NaN: histogram the finite ones.
+    histograms = {k: np.asarray(v)[np.isfinite(v)] for k, v in summary.items()
+                  if k.startswith("hist_")}
+    histograms = {k: v for k, v in histograms.items() if v.size}
     scalars = {k: float(v) for k, v in summary.items() if np.ndim(v) == 0}
     scalars.update(extra)
     timing = self.clock.report(step)

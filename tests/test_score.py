@@ -205,8 +205,11 @@ def test_score_filter_and_report_on_a_split_built_from_tars(run, tmp_path):
         info.size = len(data)
         archive.addfile(info, io.BytesIO(data))
   data = str(tmp_path / "built")
-  captions = {f"{i:04d}": [f"a colour swatch number {i}"] for i in range(12)}
-  build.build([tar], build.BuildOptions(out=data), captions, vocab_size=40)
+  captions = str(tmp_path / "captions.jsonl")
+  with open(captions, "w") as f:
+    f.writelines(json.dumps({"key": f"{i:04d}", "caption": f"a colour swatch number {i}"}) + "\n"
+                 for i in range(12))
+  build.build([tar], build.BuildOptions(out=data), [captions], vocab_size=40)
   alip_jax.export(alip_jax.load(workdir), str(tmp_path / "hf"))
   loaded = alip_jax.load(str(tmp_path / "hf"))
   assert loaded.gate_state is None

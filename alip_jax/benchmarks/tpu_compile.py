@@ -182,8 +182,7 @@ def measure(compiled, config, chip: accelerators.TpuChip, chips: int) -> dict:
       hbm_used=round(total / chip.hbm_gib, 3), fits=total <= chip.hbm_gib)
 
   cost = _cost(compiled)
-  model_flops = config.train.batch_size * monitoring.flops_per_sample(
-      config, len(losses.text_inputs(config.loss)), losses.num_views(config.loss))
+  model_flops = config.train.batch_size * monitoring.flops_per_sample(config)
   result.update(
       xla_tflop_per_chip=_sig(float(cost.get("flops", 0.0)) / 1e12),
       xla_gb_accessed_per_chip=_sig(float(cost.get("bytes accessed", 0.0)) / 1e9),
@@ -248,12 +247,18 @@ def print_table(path: str) -> None:
       print(table_row({**r, **estimate(r)} if r["compiled"] else r))
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).")
-_TOPOLOGY = flags.DEFINE_string("topology", None, "TPU slice, e.g. v5e:16x16, v5p:4x4x4, v4:4x4x2.")
-_VOCAB = flags.DEFINE_integer("vocab", 49408, "Text vocabulary size (CLIP BPE: 49408).")
-_OUT = flags.DEFINE_string("out", "tpu_compile.jsonl", "JSONL file the report line is appended to "
-                           "('' = none).")
-_TABLE = flags.DEFINE_string("table", "", "Only print the table of the reports in this JSONL file.")
+def define_flags():
+  """Defined only when run as a program: train_step (which tests import
+  beside this module) owns --config in the same process."""
+  global _CONFIG, _TOPOLOGY, _VOCAB, _OUT, _TABLE
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).")
+  _TOPOLOGY = flags.DEFINE_string("topology", None,
+                                  "TPU slice, e.g. v5e:16x16, v5p:4x4x4, v4:4x4x2.")
+  _VOCAB = flags.DEFINE_integer("vocab", 49408, "Text vocabulary size (CLIP BPE: 49408).")
+  _OUT = flags.DEFINE_string("out", "tpu_compile.jsonl", "JSONL file the report line is appended to "
+                             "('' = none).")
+  _TABLE = flags.DEFINE_string("table", "",
+                               "Only print the table of the reports in this JSONL file.")
 
 
 def main(argv):
@@ -276,4 +281,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
