@@ -27,6 +27,5 @@ if [ "${ALIP_SKIP_TORCH:-0}" != 1 ]; then
   echo "install: requirements-torch.txt into .venv-torch in $(( $(date +%s) - start )) s" >&2
 fi
 # Two workers: on the 2-core CI machine this halves the wall time.
-# worksteal: the long end-to-end tests do not leave one worker idle at the end;
-# the slowest tests are listed so that CI logs show where the time goes.
-python -m pytest -n "${PYTEST_WORKERS:-2}" --dist worksteal --durations=20 "$@"
+# The slowest tests are listed so that CI logs show where the time goes.
+python -m pytest -n "${PYTEST_WORKERS:-2}" --durations=20 "$@"
