@@ -48,6 +48,18 @@ def tiny_config(variant="alip"):
   return c
 
 
+def two_step_run(tiny_corpus, tmp_path_factory, **config_updates):
+  """A 2-step run of tiny_config on the tiny corpus, checkpointed at step 2
+  and evaluated: (workdir, config, the trainer's result)."""
+  from alip_jax import train
+  workdir = str(tmp_path_factory.mktemp("run"))
+  config = tiny_config()
+  config.data.dir = tiny_corpus
+  config.train.steps, config.train.checkpoint_every = 2, 2
+  config.update(config_updates)
+  return workdir, config, train.train_and_evaluate(config, workdir)
+
+
 assert jax.device_count() == 8, "tests need 8 devices: import jax only after conftest"
 
 

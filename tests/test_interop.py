@@ -25,7 +25,7 @@ from alip_jax import hub, train
 from alip_jax.data import tokenizer_json
 from alip_jax.data.tokenizer import Tokenizer
 from alip_jax.models import open_clip_format, two_towers, zoo
-from conftest import tiny_config
+from conftest import tiny_config, two_step_run
 
 TORCH_PYTHON = os.environ.get("ALIP_TORCH_PYTHON")
 REFERENCE = os.path.join(os.path.dirname(__file__), "torch_reference.py")
@@ -48,11 +48,7 @@ def reference(*args):
 @pytest.fixture(scope="module")
 def trained(tiny_corpus, tmp_path_factory):
   """A 2-step run with an eval at the end (eval.json for the model card)."""
-  workdir = str(tmp_path_factory.mktemp("run"))
-  config = tiny_config()
-  config.data.dir = tiny_corpus
-  config.train.steps, config.train.checkpoint_every = 2, 2
-  train.train_and_evaluate(config, workdir)
+  workdir, _, _ = two_step_run(tiny_corpus, tmp_path_factory)
   return workdir, alip_jax.load(workdir)
 
 

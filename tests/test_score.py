@@ -13,11 +13,11 @@ import pytest
 from PIL import Image
 
 import alip_jax
-from alip_jax import losses, mesh as mesh_lib, train
+from alip_jax import losses, mesh as mesh_lib
 from alip_jax.curation import report, scoring as score
 from alip_jax.data import records
 from alip_jax.models import two_towers
-from conftest import tiny_config
+from conftest import two_step_run
 from test_end_to_end import ROOT
 from test_multihost import free_port
 
@@ -25,12 +25,7 @@ from test_multihost import free_port
 @pytest.fixture(scope="module")
 def run(tiny_corpus, tmp_path_factory):
   """A 2-step ALIP run on the tiny corpus."""
-  workdir = str(tmp_path_factory.mktemp("run"))
-  config = tiny_config()
-  config.data.dir = tiny_corpus
-  config.train.steps, config.train.checkpoint_every = 2, 2
-  config.mesh = dict(data=-1)
-  result = train.train_and_evaluate(config, workdir)
+  workdir, config, result = two_step_run(tiny_corpus, tmp_path_factory, mesh=dict(data=-1))
   return workdir, tiny_corpus, config, result["gates"]
 
 
