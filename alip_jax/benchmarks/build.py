@@ -114,18 +114,19 @@ def main(argv=None):
   args = parser.parse_args(argv)
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
-    builders = {"beam": (ROOT, ["--direct_num_workers", str(args.workers)])}
+    # name: (code root, builder module, flags); the old builder predates alip_jax/tools/.
+    builders = {"beam": (ROOT, "alip_jax.tools.build", ["--direct_num_workers", str(args.workers)])}
     if args.old_ref != "none":
-      builders["old"] = (old_builder(args.old_ref, os.path.join(tmp, "old")),
+      builders["old"] = (old_builder(args.old_ref, os.path.join(tmp, "old")), "alip_jax.data.build",
                          ["--workers", str(args.workers)])
     for records in map(int, args.records.split(",")):
       for extra in map(int, args.extra_captions.split(",")):
         d = os.path.join(tmp, f"in-{records}-{extra}")
         os.makedirs(d)
         tars = write_inputs(d, records, args.per_tar, args.source_size, extra)
-        for name, (code, flags) in builders.items():
+        for name, (code, module, flags) in builders.items():
           out = os.path.join(tmp, f"out-{name}-{records}-{extra}")
-          command = [sys.executable, "-m", "alip_jax.data.build", "--out", out,
+          command = [sys.executable, "-m", module, "--out", out,
                      "--captions", os.path.join(d, "captions.jsonl"),
                      "--num_shards", str(args.num_shards), "--resize", str(args.resize),
                      "--vocab_size", "500", *flags]

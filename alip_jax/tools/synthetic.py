@@ -22,7 +22,7 @@ horizontal flips, which would make left/right descriptions wrong half the
 time. Objects are listed in random order so that word order carries no
 position.
 
-Run `python -m alip_jax.data.synthetic --out DIR` to build it; it also trains
+Run `python -m alip_jax.tools.synthetic --out DIR` to build it; it also trains
 the SentencePiece tokenizer on the training texts and writes `counts.json`.
 """
 
