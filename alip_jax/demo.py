@@ -23,7 +23,7 @@ from absl import app, flags
 from alip_jax import console, mesh as mesh_lib, train
 from alip_jax.configs import demo as demo_configs
 from alip_jax.data import records
-from alip_jax.tools import tfds_synthetic
+from alip_jax.tools import synthetic, tfds_synthetic
 from alip_jax.evaluation import gates
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Where data and the four runs go.")
@@ -68,7 +68,7 @@ def main(argv):
     config = demo_configs.get_config(variant)
     config.data.dir = data_dir
     if not rows:  # the corpus, then its held-out images as a TFDS set
-      train.prepare_data(config, workdir)
+      synthetic.prepare(config, workdir)
       tfds_synthetic.prepare(data_dir, tfds_dir)
     config.eval.zeroshot = f"{tfds_synthetic.NAME}:test"
     config.eval.linear_probe = f"{tfds_synthetic.NAME}:train:test"
