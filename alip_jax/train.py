@@ -19,17 +19,17 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from jax.experimental import multihost_utils
 
 from alip_jax import (accumulation, checkpointing, downweighted, fileio, hub, losses,
                       mesh as mesh_lib, monitoring, optim)
-from alip_jax.data import pipeline, records, synthetic
+from alip_jax.data import pipeline, records
 from alip_jax.checkpointing import run_config
 from alip_jax.data.tokenizer import SOT_ID, EOT_ID, HFTokenizer, Tokenizer
 from alip_jax.evaluation import retrieval, tasks as eval_tasks
 from alip_jax.losses import alip
 from alip_jax.models import clip_weights, transformer, two_towers
 from alip_jax.models import open_clip_format
+from alip_jax.tools import synthetic
 
 log = logging.getLogger(__name__)
 
@@ -39,27 +39,6 @@ def setup_logging():
   from absl import logging as absl_logging
   absl_logging.set_verbosity(absl_logging.WARNING)
   logging.getLogger("alip_jax").setLevel(logging.INFO)
-
-
-def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """Returns the data directory, building the embedded corpus if asked."""
-  data_dir = config.data.dir or os.path.join(workdir, "data")
-  if fileio.is_remote(data_dir):
-    raise ValueError(
-        f"data directory {data_dir}: Grain reads ArrayRecord shards from a local path. "
-        f"Mount the bucket with gcsfuse (launch/tpu_pod.sh does with DATA_BUCKET=) or copy "
-        f"the shards to local disk, and set --config.data.dir to that path.")
-  if config.data.synthetic:
-    corpus = synthetic.CorpusConfig(num_train=config.data.synthetic_num_train)
-    if jax.process_index() == 0:
-      synthetic.ensure_built(data_dir, corpus)
-    multihost_utils.sync_global_devices("alip_jax:data_built")
-    # Hosts that do not share process 0's disk (TPU VM workers: one process
-    # each) build their own copy; the corpus is seeded, so all are the same.
-    if jax.process_index() > 0 and not os.path.exists(os.path.join(data_dir, "counts.json")):
-      synthetic.ensure_built(data_dir, corpus)
-    multihost_utils.sync_global_devices("alip_jax:data_built_everywhere")
-  return data_dir
 
 
 def make_model_and_tokenizer(config, data_dir):
@@ -386,7 +365,7 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
   config_changes = run_config.check_resume(config, workdir, saved_steps)
 
   # ---- Input.
-  data_dir = prepare_data(config, workdir)
+  data_dir = synthetic.prepare(config, workdir)
   model, tokenizer = make_model_and_tokenizer(config, data_dir)
   used_tokenizer = getattr(tokenizer, "tokenizer_json", None) or tokenizer.model_path
   run_config.check_tokenizer(workdir, used_tokenizer, saved_steps)
