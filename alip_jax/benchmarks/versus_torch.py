@@ -68,7 +68,7 @@ MODULE = "alip_jax.benchmarks.versus_torch"
 def workload_config(workload: str, smoke: bool, image: str, batch: int, attention: str):
   """The alip_jax config of one workload: paper-scale towers, or SMOKE."""
   import ml_collections
-  from configs import alip_yfcc15m
+  from alip_jax.configs import alip_yfcc15m
   config = alip_yfcc15m.get_config(image)
   config.loss.name, config.loss.path = WORKLOAD_LOSS[workload]
   config.optim.grad_clip = 1.0
