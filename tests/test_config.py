@@ -13,8 +13,8 @@ import pytest
 
 from alip_jax import config_check
 from alip_jax.configs import alip_yfcc15m, base, demo
+from conftest import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {"demo.py": demo, "alip_yfcc15m.py": alip_yfcc15m}
 
 

@@ -7,7 +7,8 @@ import collections
 import os
 import re
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+
 PACKAGE = os.path.join(ROOT, "alip_jax")
 
 # Lowest first. A module may import what sits in a lower layer, or in its own
