@@ -19,11 +19,13 @@ from alip_jax.configs import base
 
 log = logging.getLogger(__name__)
 
-# Fields with more than one legal type; all others take the type of their default.
-SEVERAL_TYPES = {
+# Fields taken whole, not field by field, with their legal types. Every other
+# field has the type of its default, and a group of fields is filled field by field.
+WHOLE_VALUES = {
     "model.image": (str, dict),   # a zoo name ('B/16') or the sizes
     "model.text": (str, dict),    # a zoo name ('B') or the sizes
     "loss.chunked": (str, bool),  # 'auto' | 'on' | 'off', or True / False
+    "mesh": (dict,),              # axis sizes; an axis not given is 1 (alip_jax/mesh.py)
 }
 
 
@@ -67,10 +69,10 @@ def _check(node, default, path: str, errors: list, filled: list) -> None:
       errors.append(unknown_field_message(field, default.keys()))
       continue
     expected = default[key]
-    several = SEVERAL_TYPES.get(field.removeprefix("config."))
-    if several:
-      if not _has_type(value, several):
-        errors.append(f"{field}: expected {' or '.join(t.__name__ for t in several)}, got "
+    whole = WHOLE_VALUES.get(field.removeprefix("config."))
+    if whole:
+      if not _has_type(value, whole):
+        errors.append(f"{field}: expected {' or '.join(t.__name__ for t in whole)}, got "
                       f"{_type_name(value)} {value!r}")
     elif isinstance(expected, ml_collections.ConfigDict):
       if isinstance(value, (dict, ml_collections.ConfigDict)):
@@ -97,8 +99,8 @@ def check_overrides(argv) -> None:
     path = arg.split("=", 1)[0].split("config.", 1)[1]
     node, walked = default, "config"
     for name in path.split("."):
-      if SEVERAL_TYPES.get(walked.removeprefix("config.")):
-        break  # inside a field of several types (model.image.width): the config decides
+      if WHOLE_VALUES.get(walked.removeprefix("config.")):
+        break  # inside a field taken whole (model.image.width): the config decides
       if not isinstance(node, ml_collections.ConfigDict) or name not in node:
         known = node.keys() if isinstance(node, ml_collections.ConfigDict) else ()
         errors.append(unknown_field_message(f"{walked}.{name}", known))

@@ -108,9 +108,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.templates = ""      # prompt templates; '' = the shipped templates.txt
   c.eval.max_items = 0       # > 0: only the first N images of each TFDS split
 
-  # Mesh axis sizes; -1 = all remaining devices. The batch is split over
-  # 'data' × 'fsdp'; 'fsdp' also shards parameters and optimiser state;
-  # 'model' splits attention heads and MLP (tensor parallel). See README.
+  # Mesh axis sizes; -1 = all remaining devices, an axis not given is 1. The
+  # batch is split over 'data' × 'fsdp'; 'fsdp' also shards parameters and
+  # optimiser state; 'model' splits attention heads and MLP (tensor parallel).
+  # See README.
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, model=1))
   # Multi-host: see alip_jax/distributed.py (TPU pods and SLURM need nothing here).
   c.distributed = ml_collections.ConfigDict(dict(

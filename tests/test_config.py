@@ -85,7 +85,7 @@ def test_mistyped_fields_name_field_type_and_value():
       "5 config errors:",
       "  config.data.image_size: expected int, got str '64'",
       "  config.loss.chunked: expected str or bool, got int 3",
-      "  config.mesh: expected a group of fields (dict), got int 8",
+      "  config.mesh: expected dict, got int 8",
       "  config.train.steps: expected int, got bool True",
       "  config.train.async_checkpoints: expected bool, got str 'yes'"])
 
@@ -98,20 +98,20 @@ def test_fields_of_several_types_and_ints_for_floats_pass():
 
 
 def test_missing_fields_are_filled_from_base_and_logged(caplog):
-  # An older run's config.json: no data.workers, no wandb, a short mesh.
+  # An older run's config.json: no data.workers, no wandb, a short
+  # distributed; a mesh is taken whole (an axis not given is 1).
   old = json.loads(demo.get_config().to_json_best_effort())
-  del old["data"]["workers"], old["wandb"]
+  del old["data"]["workers"], old["wandb"], old["distributed"]["auto"]
   old["mesh"] = dict(data=8)
   config = ml_collections.ConfigDict(old)
   config.lock()  # as config_flags hands it over
   with caplog.at_level(logging.INFO, logger="alip_jax.config_check"):
     filled = config_check.validate(config)
-  assert filled.to_dict() == {**demo.get_config().to_dict(),
-                              "mesh": dict(data=8, fsdp=1, model=1)}
+  assert filled.to_dict() == {**demo.get_config().to_dict(), "mesh": dict(data=8)}
   assert "workers" not in config.data  # the given config is left as it was
   (line,) = [r.getMessage() for r in caplog.records]
   assert line.startswith("config: missing fields filled with their defaults (configs/base.py):")
-  for field in ("config.data.workers", "config.mesh.fsdp", "config.mesh.model", "config.wandb"):
+  for field in ("config.data.workers", "config.distributed.auto", "config.wandb"):
     assert field in line
 
 
