@@ -30,7 +30,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from alip_jax import fileio, hub, mesh as mesh_lib
+from alip_jax import config_check, fileio, hub, mesh as mesh_lib
 from alip_jax.data.tokenizer import HFTokenizer, Tokenizer
 from alip_jax.models import clip_weights, open_clip_format, two_towers
 
@@ -211,6 +211,7 @@ def _from_weights(params, model_cfg, sizes, tokenizer_path, mesh, source) -> Loa
 
 
 def _from_workdir(workdir, config, step, tokenizer_path, mesh) -> LoadedModel:
+  config = config_check.validate(config)  # an older run's config.json: defaults filled in
   import orbax.checkpoint as ocp
   from alip_jax import checkpointing, losses, train
   tok = make_tokenizer(tokenizer_path or find_tokenizer(workdir), config.data.context_length)

@@ -24,6 +24,7 @@ from alip_jax import (accumulation, checkpointing, downweighted, fileio, hub, lo
                       mesh as mesh_lib, monitoring, optim)
 from alip_jax.data import pipeline, records
 from alip_jax.checkpointing import run_config
+from alip_jax import config_check
 from alip_jax.data.tokenizer import SOT_ID, EOT_ID, HFTokenizer, Tokenizer
 from alip_jax.evaluation import retrieval, tasks as eval_tasks
 from alip_jax.losses import alip
@@ -341,6 +342,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   Returns {"step", "eval": final retrieval metrics, "gates", "skipped"}.
   """
+  config = config_check.validate(config)  # defaults filled in, typos stop here
   mesh = mesh_lib.make_mesh(config.mesh)
   # The mesh in context: the chunked losses' shard_map runs over it.
   with jax.set_mesh(mesh):
