@@ -7,7 +7,6 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from alip_jax.data.tokenizer import EOT_ID
 from alip_jax.models.transformer import LN_EPS, Encoder, dense_init
 
 
@@ -18,12 +17,12 @@ class TextTransformer(nn.Module):
   depth: int
   num_heads: int
   embed_dim: int
+  eot_id: int  # the tokenizer's end token (3 for ours, 49407 for CLIP's BPE)
   dtype: Any = jnp.float32
   remat: str = "none"
   scan: bool = False
   act: str = "gelu"
   attention_impl: str | None = None
-  eot_id: int = EOT_ID  # 49407 for CLIP's BPE vocabulary
 
   @nn.compact
   def __call__(self, tokens):
