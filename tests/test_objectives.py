@@ -1,6 +1,7 @@
 """CLIP, SigLIP, SoftCLIP and caption mixing: values and gradients against the
 NumPy references of tests/reference.py, on 1 device and on 8×1, 4×2 and 2×4
-meshes; the references' own gradients against finite differences."""
+meshes; the references' own gradients against finite differences; and a toy
+objective trained through the real train step, registered in the table alone."""
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +13,7 @@ import reference
 from alip_jax import losses, mesh as mesh_lib
 from alip_jax.losses import chunked, uniclip
 from alip_jax.losses.contrastive import infonce_per_sample
+from alip_jax.losses.objective import Objective
 from alip_jax.losses.siglip import siglip_loss
 from alip_jax.losses.softclip import softclip_loss
 from test_losses import embeddings
@@ -272,3 +274,53 @@ def test_uniclip_identity_augmentation_is_the_default_at_evaluation():
   enc = lambda aug: model.apply({"params": params}, images, aug, method=model.encode_image)
   np.testing.assert_allclose(enc(None), enc(identity), rtol=1e-6)
   assert np.abs(np.asarray(enc(None)) - np.asarray(enc(identity + 0.5))).max() > 1e-3
+
+
+class CaptionMatch(Objective):
+  """A toy objective, defined here only: each image against its own caption,
+  −log σ(s·cos + b), no negatives; a learnable bias head and a step counter
+  as its own train state."""
+  text_names = ("caption",)
+
+  @property
+  def model_heads(self):
+    return {"logit_scale_init": 1.0, "logit_bias_init": 0.5}
+
+  def init_state(self):
+    return {"steps": jnp.zeros((), jnp.int32)}
+
+  def loss(self, embeddings, logit_params, gate_state):
+    cos = jnp.sum(embeddings["image"] * embeddings["caption"], -1)
+    loss = jnp.mean(-jax.nn.log_sigmoid(
+        jnp.exp(logit_params["logit_scale"]) * cos + logit_params["logit_bias"]))
+    return loss, {"steps": gate_state["steps"] + 1}, {"loss_caption": loss}
+
+
+def test_a_new_objective_plugs_in_through_the_table_alone(monkeypatch):
+  """Registering a class in `losses.OBJECTIVES` is all a new objective
+  takes: the real model builder and train step give it its head, only its
+  texts, its loss and its state."""
+  from alip_jax import train
+  from conftest import tiny_config
+  from test_train_step import make_model, random_batch
+  monkeypatch.setitem(losses.OBJECTIVES, "caption_match", CaptionMatch)
+  config = tiny_config("clip_raw")
+  config.loss.name = "caption_match"
+  mesh = mesh_lib.make_mesh(dict(data=-1))
+  model = make_model(config)
+  init_state, train_step, state_sharding = train.build_training(model, config, mesh)
+  state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(0))
+  assert float(state["params"]["logit_bias"]) == 0.5 and int(state["gates"]["steps"]) == 0
+  batch = random_batch(config)
+  del batch["raw_tokens"]  # not among its texts: the step must not read it
+  embeddings, logit_params = model.apply({"params": state["params"]}, batch["image"],
+                                         {"caption": batch["caption_tokens"]})
+  want = CaptionMatch(config.loss).loss(embeddings, logit_params, state["gates"])[0]
+  batch = {k: jax.device_put(v, mesh_lib.batch_sharding(mesh)) for k, v in batch.items()}
+  with jax.set_mesh(mesh):
+    state, first = train_step(state, batch)
+    state, second = train_step(state, batch)
+  np.testing.assert_allclose(first["loss"], want, rtol=1e-5)
+  np.testing.assert_allclose(first["loss_caption"], want, rtol=1e-5)
+  assert int(state["gates"]["steps"]) == 2 and int(second["steps"]) == 2
+  assert float(state["params"]["logit_bias"]) != 0.5  # the head trains

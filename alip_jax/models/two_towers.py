@@ -71,8 +71,8 @@ class TwoTowers(nn.Module):
           lambda _, shape: jnp.asarray(self.domain_log_scale_init, jnp.float32), (pairs,))
       self.domain_offset = self.param("domain_offset", nn.initializers.zeros, (pairs,))
     if self.aug_identity is not None:
-      self.aug_hidden = nn.Dense(self.image.embed_dim, dtype=self.image.dtype)
-      self.aug_out = nn.Dense(self.image.width, dtype=self.image.dtype,
+      self.aug_hidden = nn.Dense(self.image.tower.embed_dim, dtype=self.image.tower.dtype)
+      self.aug_out = nn.Dense(self.image.tower.width, dtype=self.image.tower.dtype,
                               kernel_init=nn.initializers.zeros)
 
   def encode_image(self, images, aug=None):
@@ -86,7 +86,7 @@ class TwoTowers(nn.Module):
         aug = jnp.broadcast_to(jnp.asarray(self.aug_identity, jnp.float32),
                                (images.shape[0], len(self.aug_identity)))
       offset = self.aug_out(nn.gelu(self.aug_hidden(aug), approximate=False))
-    return l2_normalize(self.image_tower(images.astype(self.image.dtype), offset))
+    return l2_normalize(self.image_tower(images.astype(self.image.tower.dtype), offset))
 
   def encode_text(self, tokens):
     return l2_normalize(self.text_tower(tokens))
@@ -120,17 +120,14 @@ def from_config(model_cfg: ml_collections.ConfigDict, vocab_size: int,
   and `model.attention` are optional. `eot_id` is the tokenizer's end token,
   where the text tower pools; `heads` are `TwoTowers`' head fields (the
   objective's `model_heads`; `logit_scale_init` at least)."""
-  dtype = jnp.dtype(model_cfg.dtype)
-  image = zoo.image_tower(model_cfg.image)
-  text = zoo.text_tower(model_cfg.text)
-  common = dict(dtype=dtype, remat=transformer.remat_name(model_cfg.get("remat", "none")),
+  common = dict(embed_dim=model_cfg.embed_dim, dtype=jnp.dtype(model_cfg.dtype),
+                remat=transformer.remat_name(model_cfg.get("remat", "none")),
                 scan=bool(model_cfg.get("scan", False)), act=model_cfg.get("act", "gelu"),
-                attention_impl=model_cfg.get("attention", None) or None)
-  embed_dim = model_cfg.embed_dim
+                attention=model_cfg.get("attention", None) or None)
+  image = zoo.image_tower(model_cfg.image)
+  patch_size = image.pop("patch_size")
   return TwoTowers(
-      image=VisionTransformer(image["patch_size"], image["width"], image["depth"],
-                              image["heads"], embed_dim, **common),
-      text=TextTransformer(vocab_size, context_length, text["width"], text["depth"],
-                           text["heads"], embed_dim,
-                           eot_id=eot_id, **common),
+      image=VisionTransformer(transformer.Tower(**image, **common), patch_size),
+      text=TextTransformer(transformer.Tower(**zoo.text_tower(model_cfg.text), **common),
+                           vocab_size, context_length, eot_id),
       **heads)
