@@ -17,8 +17,8 @@ Every unknown is a config value (`config.loss.softclip`), with these defaults:
   L_neg = ½·mean_i [KL(Ȳ^{I2T}_i ‖ P̄^{I2T}_i) + KL(Ȳ^{T2I}_i ‖ P̄^{T2I}_i)];
 * L = L_soft + β·L_neg, β = `beta` (1.0); `keep_hard_clip` adds plain InfoNCE.
 
-Always the full form (no ring). All of it in log space (log-softmax with −inf masks), never dividing by
-1 − P_ii, which is unstable.
+Always the full form (no ring). All of it in log space (log-softmax with −inf
+masks), never dividing by 1 − P_ii, which is unstable.
 """
 
 from __future__ import annotations
