@@ -57,12 +57,12 @@ class TwoTowers(nn.Module):
   def setup(self):
     self.image_tower = self.image
     self.text_tower = self.text
+    # Declared in this order: it is the parameters' init order.
     self.logit_scale = self.param(
         "logit_scale", nn.initializers.constant(self.logit_scale_init), ())
     if self.logit_bias_init is not None:
       self.logit_bias = self.param(
           "logit_bias", nn.initializers.constant(self.logit_bias_init), ())
-    # Declared in this order: it is the parameters' init order.
     if self.domain_log_scale_init:
       # z = exp(domain_log_scale[d])·(cos − domain_offset[d]).
       pairs = len(self.domain_log_scale_init)
