@@ -29,13 +29,12 @@ import shutil
 import jax
 import numpy as np
 
-from alip_jax import fileio
+from alip_jax import fileio, losses
 from alip_jax.data import tokenizer_json
 from alip_jax.models import clip_weights, open_clip_format, two_towers, zoo
 
 FORMATS = ("hf", "open_clip")
 HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-PATH_LOSSES = ("clip", "siglip", "softclip", "uniclip")  # losses with a raw/caption/both choice
 
 
 def export(loaded, directory: str, format: str = "hf", repo_id: str | None = None) -> None:
@@ -138,9 +137,7 @@ def model_card(loaded, format: str, repo_id: str | None = None) -> str:
     lines += [f"Weights imported from `{source}`; their training is not recorded here.", ""]
   else:
     data = os.path.basename(str(config.data.dir).rstrip("/")) or "the embedded synthetic corpus"
-    loss = config.loss.name + (f" on {config.loss.path} text" if config.loss.name in PATH_LOSSES
-                               and "path" in config.loss else "")
-    lines += [f"- loss: {loss}",
+    lines += [f"- loss: {losses.get(config.loss).description}",
               f"- steps: {config.train.steps}, global batch {config.train.batch_size}",
               f"- optimiser: AdamW, lr {config.optim.lr}, schedule {config.optim.schedule}, "
               f"weight decay {config.optim.weight_decay}",

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from alip_jax import config_check, fileio, hub, mesh as mesh_lib
-from alip_jax.data.tokenizer import HFTokenizer, Tokenizer
+from alip_jax.data.tokenizer import EOT_ID, HFTokenizer, Tokenizer
 from alip_jax.models import clip_weights, open_clip_format, two_towers
 
 log = logging.getLogger(__name__)
@@ -204,7 +204,9 @@ def make_tokenizer(path: str | None, context_length: int):
 
 def _from_weights(params, model_cfg, sizes, tokenizer_path, mesh, source) -> LoadedModel:
   tok = make_tokenizer(tokenizer_path, sizes["context_length"])
-  model = two_towers.from_config(model_cfg, sizes["vocab_size"], sizes["context_length"])
+  # The weights replace the logit scale's initial value.
+  model = two_towers.from_config(model_cfg, sizes["vocab_size"], sizes["context_length"],
+                                 eot_id=model_cfg.get("eot_id", EOT_ID), logit_scale_init=0.0)
   sharding = _param_sharding(model, sizes["image_size"], sizes["context_length"], mesh)
   return LoadedModel(model, jax.device_put(params, sharding), model_cfg, tok,
                      sizes["image_size"], mesh, sharding, source=source)
@@ -216,8 +218,8 @@ def _from_workdir(workdir, config, step, tokenizer_path, mesh) -> LoadedModel:
   from alip_jax import checkpointing, losses, train
   tok = make_tokenizer(tokenizer_path or find_tokenizer(workdir), config.data.context_length)
   model = two_towers.from_config(config.model, tok.vocab_size, config.data.context_length,
-                                 **losses.head_kwargs(config.loss),
-                                 eot_id=getattr(tok, "eot_id", None))
+                                 eot_id=getattr(tok, "eot_id", config.model.get("eot_id", EOT_ID)),
+                                 **losses.get(config.loss).model_heads)
   init_state, _, state_sharding = train.build_training(model, config, mesh)
   abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                           jax.eval_shape(init_state, jax.random.key(0)), state_sharding)

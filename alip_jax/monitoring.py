@@ -60,9 +60,9 @@ def flops_per_sample(config) -> float:
   once per view (UniCLIP: 2) and the text tower once per text the loss embeds
   (ALIP: raw + caption; clip/siglip/softclip: `loss.path`; mix: one). The
   trainer's MFU and the benchmarks' use this one count."""
+  objective = losses.get(config.loss)
   return zoo.model_flops(config.model, config.data.image_size, config.data.context_length,
-                         len(losses.text_inputs(config.loss)),
-                         images_per_sample=losses.num_views(config.loss))
+                         len(objective.text_names), images_per_sample=objective.num_views)
 
 
 class StepClock:

@@ -27,7 +27,6 @@ from alip_jax.checkpointing import run_config
 from alip_jax import config_check
 from alip_jax.data.tokenizer import SOT_ID, EOT_ID, HFTokenizer, Tokenizer
 from alip_jax.evaluation import retrieval, tasks as eval_tasks
-from alip_jax.losses import alip
 from alip_jax.models import clip_weights, transformer, two_towers
 from alip_jax.models import open_clip_format
 from alip_jax.tools import synthetic
@@ -50,8 +49,8 @@ def make_model_and_tokenizer(config, data_dir):
   else:
     tokenizer = Tokenizer(path, config.data.context_length)
   model = two_towers.from_config(config.model, tokenizer.vocab_size, config.data.context_length,
-                                **losses.head_kwargs(config.loss),
-                                eot_id=getattr(tokenizer, "eot_id", EOT_ID))
+                                eot_id=getattr(tokenizer, "eot_id", EOT_ID),
+                                **losses.get(config.loss).model_heads)
   return model, tokenizer
 
 
@@ -91,13 +90,13 @@ def make_train_step(model, config, tx):
   """The pure update: (state, global batch) → (state, scalar summary)."""
   lr_schedule = optim.schedule(config.optim, config.train.steps)
   accum_steps = config.train.get("accum_steps", 1)
+  objective = losses.get(config.loss)
 
   def train_step(state, batch):
     # Per-step randomness (caption mixing) from the seed and the step alone,
     # so it does not depend on the mesh and repeats exactly after a resume.
     rng = jax.random.fold_in(jax.random.key(config.seed), state["step"])
-    texts = losses.select_texts(config.loss, batch, rng)
-    images, aug = losses.select_images(config.loss, batch)
+    images, aug, texts = objective.inputs(batch, rng)
 
     def embed(params, inputs):
       return model.apply({"params": params}, inputs["images"], inputs["texts"],
@@ -105,8 +104,7 @@ def make_train_step(model, config, tx):
 
     def loss_from_embeddings(embeddings, params):
       logit_params = {k: params[k] for k in two_towers.LOGIT_PARAMS if k in params}
-      loss, gates, metrics = losses.compute_loss(config.loss, embeddings, logit_params,
-                                                 state["gates"])
+      loss, gates, metrics = objective.loss(embeddings, logit_params, state["gates"])
       return loss, (gates, metrics)
 
     inputs = {"images": images, "texts": texts, "aug": aug}
@@ -244,7 +242,7 @@ def build_training(model, config, mesh):
   def init_state(rng):
     params = nn.unbox(init_params(model, config, rng))
     return {"step": jnp.zeros((), jnp.int32), "params": params, "opt": tx.init(params),
-            "gates": alip.init_gate_state(config.loss.alip.init_mean),
+            "gates": losses.get(config.loss).init_state(),
             "skips": {"total": jnp.zeros((), jnp.int32), "consecutive": jnp.zeros((), jnp.int32)}}
 
   abstract_state = jax.eval_shape(init_state, jax.random.key(0))
@@ -385,7 +383,7 @@ def _train_and_evaluate(config, workdir, mesh, stop_after):
       train_source, tokenizer,
       config.data.image_size, local_batch, config.seed, bad_records,
       num_threads=config.data.num_threads, prefetch=config.data.prefetch,
-      num_views=losses.num_views(config.loss), color_jitter=config.data.color_jitter,
+      num_views=losses.get(config.loss).num_views, color_jitter=config.data.color_jitter,
       max_pixels=config.data.get("max_pixels", pipeline.MAX_PIXELS),
       workers=config.data.get("workers", 0)), batch_sharding,
       config.data.get("device_prefetch", 2)))

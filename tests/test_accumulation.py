@@ -6,29 +6,28 @@ import numpy as np
 import pytest
 
 from alip_jax import accumulation, losses, mesh as mesh_lib, train
-from alip_jax.losses import alip
+from alip_jax.losses.objective import init_gate_state
 from alip_jax.models import two_towers
 from conftest import tiny_config
-from test_train_step import VOCAB, random_batch, run_steps
+from test_train_step import make_model, random_batch, run_steps
 
 
 def whole_and_accumulated(variant, num_micro, mesh):
   config = tiny_config(variant)
-  model = two_towers.from_config(config.model, VOCAB, config.data.context_length,
-                                 **losses.head_kwargs(config.loss))
+  objective = losses.get(config.loss)
+  model = make_model(config)
   params = nn.unbox(train.init_params(model, config, jax.random.key(0)))
   batch = random_batch(config, seed=1)
-  images, aug = losses.select_images(config.loss, batch)
-  inputs = {"images": images, "texts": losses.select_texts(config.loss, batch, jax.random.key(0)),
-            "aug": aug}
-  gates = alip.init_gate_state(0.5)  # below the batch means: the pair gates are active
+  images, aug, texts = objective.inputs(batch, jax.random.key(0))
+  inputs = {"images": images, "texts": texts, "aug": aug}
+  gates = init_gate_state(0.5)  # below the batch means: the pair gates are active
 
   def embed(p, x):
     return model.apply({"params": p}, x["images"], x["texts"], x["aug"])[0]
 
   def loss_fn(embeddings, p):
     logit_params = {k: p[k] for k in two_towers.LOGIT_PARAMS if k in p}
-    loss, new_gates, _ = losses.compute_loss(config.loss, embeddings, logit_params, gates)
+    loss, new_gates, _ = objective.loss(embeddings, logit_params, gates)
     return loss, new_gates
 
   batch_sharding = mesh_lib.batch_sharding(mesh)

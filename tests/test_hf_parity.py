@@ -16,6 +16,7 @@ import pytest
 
 import alip_jax
 from alip_jax.data.tokenizer import HFTokenizer
+from alip_jax.losses.contrastive import LOGIT_SCALE_INIT
 from alip_jax.models import clip_weights, two_towers
 import ml_collections
 
@@ -101,7 +102,8 @@ def test_export_loads_in_transformers_with_the_same_outputs(tmp_path):
       image=dict(patch_size=8, width=48, depth=2, heads=4), text=dict(width=32, depth=2, heads=4),
       embed_dim=24, dtype="float32", remat="none", scan=True, act="gelu", attention="", eot_id=3))
   vocab, length, size = 64, 16, 32
-  model = two_towers.from_config(cfg, vocab, length)
+  model = two_towers.from_config(cfg, vocab, length, eot_id=cfg.eot_id,
+                                 logit_scale_init=LOGIT_SCALE_INIT)
   tokens = np.zeros((4, length), np.int32)
   for i, n in enumerate((1, 5, 14, 9)):
     tokens[i, 0], tokens[i, 1:n + 1], tokens[i, n + 1] = 2, np.arange(4, 4 + n) % vocab, 3

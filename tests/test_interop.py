@@ -24,6 +24,7 @@ import alip_jax
 from alip_jax import hub, train
 from alip_jax.data import tokenizer_json
 from alip_jax.data.tokenizer import Tokenizer
+from alip_jax.losses.contrastive import LOGIT_SCALE_INIT
 from alip_jax.models import open_clip_format, two_towers, zoo
 from conftest import tiny_config, two_step_run
 
@@ -168,7 +169,8 @@ def random_model(act="gelu", logit_bias=False):
   cfg = ml_collections.ConfigDict(dict(
       image=dict(patch_size=8, width=48, depth=2, heads=4), text=dict(width=32, depth=2, heads=4),
       embed_dim=24, dtype="float32", remat="none", scan=True, act=act, attention="", eot_id=3))
-  model = two_towers.from_config(cfg, 64, 16, logit_bias_init=-5.0 if logit_bias else None)
+  model = two_towers.from_config(cfg, 64, 16, eot_id=cfg.eot_id, logit_scale_init=LOGIT_SCALE_INIT,
+                                 logit_bias_init=-5.0 if logit_bias else None)
   tokens = np.zeros((4, 16), np.int32)
   for i, n in enumerate((1, 5, 14, 9)):
     tokens[i, 0], tokens[i, 1:n + 1], tokens[i, n + 1] = 2, np.arange(4, 4 + n) % 64, 3
@@ -196,7 +198,8 @@ def test_open_clip_export_loads_back(tmp_path, act):
   got, model_cfg, sizes = open_clip_format.load(out)
   assert model_cfg.act == act and model_cfg.text.heads == 4 and model_cfg.image.heads == 4
   assert sizes == dict(vocab_size=64, context_length=16, image_size=32)
-  got_image, got_text = encoders(two_towers.from_config(model_cfg, 64, 16))(got, images, tokens)
+  model = two_towers.from_config(model_cfg, 64, 16, eot_id=model_cfg.eot_id, logit_scale_init=0.0)
+  got_image, got_text = encoders(model)(got, images, tokens)
   np.testing.assert_allclose(got_image, image, atol=2e-6)
   np.testing.assert_allclose(got_text, text, atol=2e-6)
 

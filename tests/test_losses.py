@@ -11,6 +11,8 @@ import reference
 from alip_jax import losses, mesh as mesh_lib
 from conftest import mesh_of
 from alip_jax.losses import alip
+from alip_jax.losses.contrastive import infonce_per_sample
+from alip_jax.losses.objective import init_gate_state
 
 N, D = 32, 8
 
@@ -40,8 +42,8 @@ def make_loss_fn(mesh, cfg):
   rep = mesh_lib.replicated(mesh)
 
   def fn(x, t, c, scale, state):
-    loss, new_state, metrics = losses.compute_loss(
-        loss_cfg, {"image": x, "raw": t, "caption": c}, {"logit_scale": scale}, state)
+    loss, new_state, metrics = losses.get(loss_cfg).loss(
+        {"image": x, "raw": t, "caption": c}, {"logit_scale": scale}, state)
     weights = {k: metrics[f"weight_{k}"] for k in ("sample", "raw_pair", "caption_pair")}
     return loss, new_state, weights
 
@@ -58,7 +60,7 @@ def test_alip_matches_reference_over_steps(mesh_name, variant):
   from the official H₀ = 1 and continuing with the updated means."""
   cfg = alip_cfg(**variant)
   fn = make_loss_fn(mesh_of(mesh_name), cfg)
-  state = alip.init_gate_state(cfg.init_mean)
+  state = init_gate_state(cfg.init_mean)
   ref_state = {k: 1.0 for k in alip.GATE_NAMES}
   for step in range(4):
     x, t, c = embeddings(step)
@@ -102,8 +104,8 @@ def test_gates_carry_no_gradient(mesh_name):
   w_cap = metrics["weight_sample"] * metrics["weight_caption_pair"]
 
   def frozen_total(x, t, c, scale):
-    per_raw = losses.infonce_per_sample(x, t, scale)
-    per_cap = losses.infonce_per_sample(x, c, scale)
+    per_raw = infonce_per_sample(x, t, scale)
+    per_cap = infonce_per_sample(x, c, scale)
     return jnp.mean(w_raw * per_raw) + jnp.mean(w_cap * per_cap)
 
   batch = mesh_lib.batch_sharding(mesh)
@@ -123,8 +125,8 @@ def test_clip_matches_reference(mesh_name, path):
   x, t, c = embeddings(2)
   scale = np.float32(3.0)
   batch, rep = mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)
-  fn = jax.jit(lambda x, t, c, s: losses.compute_loss(
-      cfg, {"image": x, "raw": t, "caption": c}, {"logit_scale": s}, {})[0],
+  fn = jax.jit(lambda x, t, c, s: losses.get(cfg).loss(
+      {"image": x, "raw": t, "caption": c}, {"logit_scale": s}, {})[0],
       in_shardings=(batch, batch, batch, rep))
   want = 0.0
   for name, y in (("raw", t), ("caption", c)):
@@ -137,18 +139,21 @@ def test_clip_matches_reference(mesh_name, path):
 def test_bipath_clip_equals_alip_with_gates_off():
   x, t, c = embeddings(3)
   emb = {"image": x, "raw": t, "caption": c}
-  state = alip.init_gate_state()
+  state = init_gate_state()
   off = alip_cfg(sample_gate=False, raw_pair_gate=False, caption_pair_gate=False)
   clip = ml_collections.ConfigDict({"name": "clip", "path": "both",
                                     "normalization": "mean_half"})
   np.testing.assert_allclose(alip.alip_loss(emb, 2.0, state, off)[0],
-                             losses.compute_loss(clip, emb, {"logit_scale": 2.0}, state)[0],
+                             losses.get(clip).loss(emb, {"logit_scale": 2.0}, state)[0],
                              rtol=1e-6)
 
 
 def test_unknown_loss_is_a_clear_error():
-  with pytest.raises(ValueError, match="config.loss.name must be one of"):
-    losses.text_inputs(ml_collections.ConfigDict({"name": "clipp"}))
+  with pytest.raises(ValueError, match=r"config.loss.name must be one of \('alip', 'clip', "
+                     r"'siglip', 'softclip', 'mix', 'uniclip'\), got 'clipp'"):
+    losses.get(ml_collections.ConfigDict({"name": "clipp"}))
+  with pytest.raises(ValueError, match="config.loss.path must be one of"):
+    losses.get(ml_collections.ConfigDict({"name": "clip", "path": "captions"}))
 
 
 def test_sample_gate_on_the_raw_path_only():

@@ -1,6 +1,7 @@
 """CLIP, SigLIP, SoftCLIP and caption mixing: values and gradients against the
 NumPy references of tests/reference.py, on 1 device and on 8×1, 4×2 and 2×4
-meshes; the references' own gradients against finite differences."""
+meshes; the references' own gradients against finite differences; and a toy
+objective trained through the real train step, registered in the table alone."""
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +11,9 @@ import pytest
 
 import reference
 from alip_jax import losses, mesh as mesh_lib
+from alip_jax.losses import chunked, uniclip
+from alip_jax.losses.contrastive import infonce_per_sample
+from alip_jax.losses.objective import Objective
 from alip_jax.losses.siglip import siglip_loss
 from alip_jax.losses.softclip import softclip_loss
 from conftest import MESHES, mesh_of
@@ -26,11 +30,11 @@ def softclip_cfg(**overrides):
 def jax_loss(name, **kw):
   """(fn(x, y, log_scale, bias) → loss, numpy reference(x, y, log_scale, bias))."""
   if name == "infonce":
-    return (lambda x, y, s, b: jnp.mean(losses.infonce_per_sample(x, y, s)),
+    return (lambda x, y, s, b: jnp.mean(infonce_per_sample(x, y, s)),
             lambda x, y, s, b: reference.infonce(x, y, s))
   if name == "infonce_weighted":  # an ALIP path: constant per-sample weights
     w = np.random.default_rng(1).uniform(0.05, 3.0, 32)
-    return (lambda x, y, s, b: jnp.mean(w.astype(np.float32) * losses.infonce_per_sample(x, y, s)),
+    return (lambda x, y, s, b: jnp.mean(w.astype(np.float32) * infonce_per_sample(x, y, s)),
             lambda x, y, s, b: reference.infonce(x, y, s, weights=w[: len(x)]))
   if name == "siglip":
     return (lambda x, y, s, b: siglip_loss(x, y, s, b),
@@ -119,8 +123,9 @@ def test_mixing_is_seeded_per_sample_and_mesh_independent(mesh_name):
   caption = np.ones((n, 4), np.int32)
   mesh = mesh_of(mesh_name)
   batch = mesh_lib.batch_sharding(mesh)
-  select = jax.jit(lambda r, c, key: losses.select_texts(
-      cfg, {"raw_tokens": r, "caption_tokens": c}, key)["mixed"],
+  mix = losses.get(cfg)
+  select = jax.jit(lambda r, c, key: mix.inputs(
+      {"image": r, "raw_tokens": r, "caption_tokens": c}, key)[2]["mixed"],
       in_shardings=(batch, batch, None))
   key = jax.random.fold_in(jax.random.key(0), 7)
   chosen = np.asarray(select(raw, caption, key))
@@ -131,8 +136,8 @@ def test_mixing_is_seeded_per_sample_and_mesh_independent(mesh_name):
   other = np.asarray(select(raw, caption, jax.random.fold_in(jax.random.key(0), 8)))
   assert (other != chosen).any()
   # The same choice on one device:
-  single = jax.jit(lambda r, c, key: losses.select_texts(
-      cfg, {"raw_tokens": r, "caption_tokens": c}, key)["mixed"])
+  single = jax.jit(lambda r, c, key: mix.inputs(
+      {"image": r, "raw_tokens": r, "caption_tokens": c}, key)[2]["mixed"])
   np.testing.assert_array_equal(chosen, np.asarray(single(raw, caption, key)))
 
 
@@ -140,15 +145,14 @@ def test_mix_loss_is_infonce_on_the_chosen_texts():
   cfg = ml_collections.ConfigDict({"name": "mix", "normalization": "mean_half",
                                    "mix": {"caption_prob": 0.5}})
   x, _, y = embeddings(9)
-  loss, _, metrics = losses.compute_loss(cfg, {"image": x, "mixed": y},
-                                         {"logit_scale": 2.0}, {})
+  loss, _, metrics = losses.get(cfg).loss({"image": x, "mixed": y}, {"logit_scale": 2.0}, {})
   np.testing.assert_allclose(loss, reference.infonce(x.astype(np.float64),
                                                      y.astype(np.float64), 2.0)[0], rtol=1e-5)
   assert set(metrics) == {"loss_mixed"}
 
 
 def test_siglip_initial_scale_and_bias_follow_the_paper():
-  head = losses.head_kwargs(ml_collections.ConfigDict({"name": "siglip", "path": "raw"}))
+  head = losses.get(ml_collections.ConfigDict({"name": "siglip", "path": "raw"})).model_heads
   assert np.isclose(np.exp(head["logit_scale_init"]), 10.0)
   assert head["logit_bias_init"] == -10.0
 
@@ -176,11 +180,11 @@ def test_chunked_ring_equals_full(case, names, mesh_name):
   state = {k: jnp.float32(0.4) for k in ("h_tc", "h_xt", "h_xc")}
   batch, rep = mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)
   results = []
-  for chunked in (False, True):
-    cfg = ml_collections.ConfigDict({**base, "chunked": chunked})
+  for ring in (False, True):
+    cfg = ml_collections.ConfigDict({**base, "chunked": ring})
 
     def fn(image, texts, params):
-      loss, new_state, _ = losses.compute_loss(cfg, {"image": image, **texts}, params, state)
+      loss, new_state, _ = losses.get(cfg).loss({"image": image, **texts}, params, state)
       return loss, new_state
 
     with jax.set_mesh(mesh):
@@ -198,9 +202,9 @@ def test_chunked_ring_equals_full(case, names, mesh_name):
 
 def test_chunked_auto_switches_at_the_configured_batch():
   cfg = ml_collections.ConfigDict({"chunked": "auto", "chunk_above": 1024})
-  assert not losses.use_chunked(cfg, 512) and losses.use_chunked(cfg, 1024)
+  assert not chunked.use_chunked(cfg, 512) and chunked.use_chunked(cfg, 1024)
   with pytest.raises(ValueError, match="loss.chunked must be"):
-    losses.use_chunked(ml_collections.ConfigDict({"chunked": "yes"}), 8)
+    chunked.use_chunked(ml_collections.ConfigDict({"chunked": "yes"}), 8)
 
 
 @pytest.mark.parametrize("mesh_name", ["1", "8x1", "4x2", "2x4"])
@@ -251,7 +255,8 @@ def test_uniclip_identity_augmentation_is_the_default_at_evaluation():
   from alip_jax.models import two_towers
   from conftest import tiny_config
   config = tiny_config("uniclip")
-  model = two_towers.from_config(config.model, 64, 32, **losses.head_kwargs(config.loss))
+  model = two_towers.from_config(config.model, 64, 32, eot_id=3,
+                                 **losses.get(config.loss).model_heads)
   images = np.zeros((2, 32, 32, 3), np.uint8)
   tokens = np.zeros((2, 32), np.int32)
   tokens[:, :2] = [2, 3]
@@ -259,7 +264,57 @@ def test_uniclip_identity_augmentation_is_the_default_at_evaluation():
   assert {"domain_log_scale", "domain_offset", "aug_hidden", "aug_out"} <= set(params)
   # Perturb the zero-initialised output layer so the augmentation matters.
   params["aug_out"]["kernel"] = jnp.ones_like(params["aug_out"]["kernel"])
-  identity = np.broadcast_to(np.array(two_towers.IDENTITY_AUG, np.float32), (2, 8))
+  identity = np.broadcast_to(np.array(uniclip.IDENTITY_AUG, np.float32), (2, 8))
   enc = lambda aug: model.apply({"params": params}, images, aug, method=model.encode_image)
   np.testing.assert_allclose(enc(None), enc(identity), rtol=1e-6)
   assert np.abs(np.asarray(enc(None)) - np.asarray(enc(identity + 0.5))).max() > 1e-3
+
+
+class CaptionMatch(Objective):
+  """A toy objective, defined here only: each image against its own caption,
+  −log σ(s·cos + b), no negatives; a learnable bias head and a step counter
+  as its own train state."""
+  text_names = ("caption",)
+
+  @property
+  def model_heads(self):
+    return {"logit_scale_init": 1.0, "logit_bias_init": 0.5}
+
+  def init_state(self):
+    return {"steps": jnp.zeros((), jnp.int32)}
+
+  def loss(self, embeddings, logit_params, gate_state):
+    cos = jnp.sum(embeddings["image"] * embeddings["caption"], -1)
+    loss = jnp.mean(-jax.nn.log_sigmoid(
+        jnp.exp(logit_params["logit_scale"]) * cos + logit_params["logit_bias"]))
+    return loss, {"steps": gate_state["steps"] + 1}, {"loss_caption": loss}
+
+
+def test_a_new_objective_plugs_in_through_the_table_alone(monkeypatch):
+  """Registering a class in `losses.OBJECTIVES` is all a new objective
+  takes: the real model builder and train step give it its head, only its
+  texts, its loss and its state."""
+  from alip_jax import train
+  from conftest import tiny_config
+  from test_train_step import make_model, random_batch
+  monkeypatch.setitem(losses.OBJECTIVES, "caption_match", CaptionMatch)
+  config = tiny_config("clip_raw")
+  config.loss.name = "caption_match"
+  mesh = mesh_lib.make_mesh(dict(data=-1))
+  model = make_model(config)
+  init_state, train_step, state_sharding = train.build_training(model, config, mesh)
+  state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(0))
+  assert float(state["params"]["logit_bias"]) == 0.5 and int(state["gates"]["steps"]) == 0
+  batch = random_batch(config)
+  del batch["raw_tokens"]  # not among its texts: the step must not read it
+  embeddings, logit_params = model.apply({"params": state["params"]}, batch["image"],
+                                         {"caption": batch["caption_tokens"]})
+  want = CaptionMatch(config.loss).loss(embeddings, logit_params, state["gates"])[0]
+  batch = {k: jax.device_put(v, mesh_lib.batch_sharding(mesh)) for k, v in batch.items()}
+  with jax.set_mesh(mesh):
+    state, first = train_step(state, batch)
+    state, second = train_step(state, batch)
+  np.testing.assert_allclose(first["loss"], want, rtol=1e-5)
+  np.testing.assert_allclose(first["loss_caption"], want, rtol=1e-5)
+  assert int(state["gates"]["steps"]) == 2 and int(second["steps"]) == 2
+  assert float(state["params"]["logit_bias"]) != 0.5  # the head trains

@@ -30,7 +30,7 @@ def run(tiny_corpus, tmp_path_factory):
 
 
 def test_scores_equal_the_train_steps_gate_values(run, tmp_path):
-  """The same 16 records through the trainer's loss (compute_loss) and
+  """The same 16 records through the trainer's loss (the objective's) and
   through score_split: identical cosines and weights."""
   workdir, data, config, _ = run
   loaded = alip_jax.load(workdir)
@@ -45,10 +45,11 @@ def test_scores_equal_the_train_steps_gate_values(run, tmp_path):
   assert config.loss.alip.update_before_weights  # weights at the means updated by this batch
   # Running means at the batch's mean cosines (a 2-step run's are still
   # near H₀ = 1): then the gates both clip at 1 and weight below it.
-  sims = losses.compute_loss(config.loss, embeddings, logit_params, loaded.gate_state)[2]
+  objective = losses.get(config.loss)
+  sims = objective.loss(embeddings, logit_params, loaded.gate_state)[2]
   gate_state = {h: np.mean(sims[s]) for h, s in (("h_tc", "s_tc"), ("h_xt", "s_xt"),
                                                  ("h_xc", "s_xc"))}
-  _, new_gates, metrics = losses.compute_loss(config.loss, embeddings, logit_params, gate_state)
+  _, new_gates, metrics = objective.loss(embeddings, logit_params, gate_state)
   means = [str(float(new_gates[k])) for k in ("h_tc", "h_xt", "h_xc")]
   summary = score.score_split(loaded, [shard], str(tmp_path / "scores"), batch_size=16,
                               means=means, progress=False)

@@ -8,7 +8,6 @@ import pytest
 
 from alip_jax import losses, mesh as mesh_lib, train
 from alip_jax.data.tokenizer import EOT_ID, SOT_ID
-from alip_jax.losses import alip
 from alip_jax.models import transformer, two_towers
 from conftest import tiny_config
 
@@ -33,10 +32,15 @@ def random_batch(config, seed=0):
   return batch
 
 
+def make_model(config, vocab=VOCAB):
+  """The model of `config` with the heads its objective declares."""
+  return two_towers.from_config(config.model, vocab, config.data.context_length, eot_id=EOT_ID,
+                                **losses.get(config.loss).model_heads)
+
+
 def run_steps(config, mesh_sizes, devices, num_steps=2):
   mesh = mesh_lib.make_mesh(mesh_sizes, devices)
-  model = two_towers.from_config(config.model, VOCAB, config.data.context_length,
-                                **losses.head_kwargs(config.loss))
+  model = make_model(config)
   init_state, train_step, state_sharding = train.build_training(model, config, mesh)
   state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(0))
   summaries = []
@@ -86,7 +90,7 @@ def test_same_numbers_on_1_and_8_devices(variant, chunked, meshes):
 def test_parameter_shardings_follow_the_logical_rules():
   config = tiny_config()
   mesh = mesh_lib.make_mesh(dict(data=2, fsdp=2, model=2))
-  model = two_towers.from_config(config.model, VOCAB, config.data.context_length)
+  model = make_model(config)
   _, _, sharding = train.build_training(model, config, mesh)
   params, opt = sharding["params"], sharding["opt"]
   block = params["image"]["encoder"]["block00"]
@@ -109,7 +113,7 @@ def test_parameter_shardings_follow_the_logical_rules():
   for tree in moments:
     assert tree["image"]["encoder"]["block00"]["mlp"]["fc"]["kernel"] == block["mlp"]["fc"]["kernel"]
   # A dimension an axis does not divide is replicated instead of failing.
-  odd = two_towers.from_config(config.model, 63, config.data.context_length)
+  odd = make_model(config, 63)
   _, _, odd_sharding = train.build_training(odd, config, mesh)
   assert spec(odd_sharding["params"]["text"]["token_embedding"]["embedding"]) == (None, "fsdp")
 
@@ -124,16 +128,16 @@ def test_scan_and_remat_give_the_same_loss_and_gradients():
   def loss_and_grads(model, params):
     def loss_fn(p):
       embeddings, logit_params = model.apply({"params": p}, batch["image"], texts)
-      return losses.compute_loss(config.loss, embeddings, logit_params,
-                                 alip.init_gate_state(1.0))[0]
+      objective = losses.get(config.loss)
+      return objective.loss(embeddings, logit_params, objective.init_state())[0]
     return jax.jit(jax.value_and_grad(loss_fn))(params)
 
-  plain = two_towers.from_config(config.model, VOCAB, config.data.context_length)
+  plain = make_model(config)
   params = nn.unbox(train.init_params(plain, config, jax.random.key(0)))
   want_loss, want_grads = loss_and_grads(plain, params)
   for remat in ("none", "full", "dots"):
     config.model.scan, config.model.remat = True, remat
-    scanned = two_towers.from_config(config.model, VOCAB, config.data.context_length)
+    scanned = make_model(config)
     loss, grads = loss_and_grads(scanned, transformer.stack_layers(params))
     np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
@@ -175,7 +179,7 @@ def test_bfloat16_compute_keeps_float32_params_and_embeddings():
   state, summaries = run_steps(config, dict(data=-1, model=1), jax.devices(), num_steps=1)
   assert np.isfinite(summaries[0]["loss"])
   assert {x.dtype for x in jax.tree.leaves(state["params"])} == {np.dtype("float32")}
-  model = two_towers.from_config(config.model, VOCAB, config.data.context_length)
+  model = make_model(config)
   batch = random_batch(config)
   embeddings, _ = model.apply({"params": state["params"]}, batch["image"],
                               {"raw": batch["raw_tokens"]})
@@ -186,7 +190,7 @@ def test_bfloat16_compute_keeps_float32_params_and_embeddings():
 def test_non_finite_step_is_skipped_and_counted():
   config = tiny_config()
   mesh = mesh_lib.make_mesh(dict(data=-1))
-  model = two_towers.from_config(config.model, VOCAB, config.data.context_length)
+  model = make_model(config)
   init_state, train_step, state_sharding = train.build_training(model, config, mesh)
   state = jax.device_get(jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(0)))
   good_scale = state["params"]["logit_scale"]

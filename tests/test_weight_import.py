@@ -18,6 +18,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from alip_jax import train
+from alip_jax.losses.contrastive import LOGIT_SCALE_INIT
 from alip_jax.models import clip_weights, two_towers
 from alip_jax.models.weight_checks import WeightImportError
 from conftest import tiny_config
@@ -30,7 +31,8 @@ def tiny_params():
   cfg = ml_collections.ConfigDict(dict(
       image=dict(patch_size=8, width=32, depth=1, heads=2), text=dict(width=32, depth=1, heads=2),
       embed_dim=32, dtype="float32", remat="none", scan=False, act="gelu", attention="", eot_id=3))
-  model = two_towers.from_config(cfg, VOCAB, LENGTH)
+  model = two_towers.from_config(cfg, VOCAB, LENGTH, eot_id=cfg.eot_id,
+                                 logit_scale_init=LOGIT_SCALE_INIT)
   params = model.init(jax.random.key(0), jnp.zeros((1, SIZE, SIZE, 3), jnp.uint8),
                       {"raw": jnp.zeros((1, LENGTH), jnp.int32)})["params"]
   return jax.tree.map(np.asarray, nn.unbox(params)), cfg

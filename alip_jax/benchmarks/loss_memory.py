@@ -59,7 +59,7 @@ def main(argv=None):
             "normalization": "mean_half", "chunked": "on" if form == "chunked" else "off"})
 
         def loss_fn(image, text, params, cfg=cfg):
-          return losses.compute_loss(cfg, {"image": image, "raw": text}, params, {})[0]
+          return losses.get(cfg).loss({"image": image, "raw": text}, params, {})[0]
 
         step = jax.jit(jax.value_and_grad(loss_fn, argnums=(0, 1, 2)),
                        in_shardings=(batch, batch, rep))

@@ -53,6 +53,8 @@ import jax.numpy as jnp
 from ml_collections import config_flags
 
 from alip_jax import accelerators, losses, mesh as mesh_lib, monitoring, train
+from alip_jax.data.tokenizer import EOT_ID
+from alip_jax.losses import chunked
 from alip_jax.models import two_towers
 
 COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "collective-permute", "all-to-all")
@@ -88,7 +90,7 @@ def abstract_batch(config, sharding) -> dict:
   n, size, length = config.train.batch_size, config.data.image_size, config.data.context_length
   spec = {"image": ((n, size, size, 3), jnp.uint8), "raw_tokens": ((n, length), jnp.int32),
           "caption_tokens": ((n, length), jnp.int32)}
-  if losses.num_views(config.loss) == 2:
+  if losses.get(config.loss).num_views == 2:
     spec.update(image_view2=spec["image"], aug=((n, 2, 8), jnp.float32))
   return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
           for k, (shape, dtype) in spec.items()}
@@ -99,8 +101,8 @@ def lower_train_step(config, devices, vocab: int):
   Returns (lowered, mesh)."""
   mesh = mesh_lib.make_mesh(config.mesh, devices)
   mesh_lib.check_batch_size(config.train.batch_size, mesh, 1)
-  model = two_towers.from_config(config.model, vocab, config.data.context_length,
-                                 **losses.head_kwargs(config.loss))
+  model = two_towers.from_config(config.model, vocab, config.data.context_length, eot_id=EOT_ID,
+                                 **losses.get(config.loss).model_heads)
   # Outside the mesh context: compile-only devices cannot run the PRNG key.
   init_state, train_step, state_sharding = train.build_training(model, config, mesh)
   state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
@@ -137,7 +139,7 @@ def describe(config, topology: str) -> dict:
   return {"topology": topology, "chip": chip.device_kind, "chips": chips,
           "image": _tower_name(config.model.image), "text": _tower_name(config.model.text),
           "objective": config.loss.name, "batch": config.train.batch_size,
-          "ring_loss": losses.use_chunked(config.loss, config.train.batch_size),
+          "ring_loss": chunked.use_chunked(config.loss, config.train.batch_size),
           "dtype": config.model.dtype, "remat": str(config.model.remat),
           "scan": bool(config.model.scan), "accum_steps": config.train.accum_steps}
 

@@ -34,6 +34,8 @@ import numpy as np
 from ml_collections import config_flags
 
 from alip_jax import losses, mesh as mesh_lib, monitoring, train
+from alip_jax.data.tokenizer import EOT_ID
+from alip_jax.losses import uniclip
 from alip_jax.models import two_towers
 
 HLO_FILE = "train_step.hlo.txt"  # beside a trace: the compiled step, for benchmarks.profile_step
@@ -58,9 +60,9 @@ def random_batch(config, vocab, sharding):
   tokens[np.arange(2)[:, None], np.arange(n)[None], lengths] = 3  # EOT
   batch = {"image": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
            "raw_tokens": tokens[0], "caption_tokens": tokens[1]}
-  if losses.num_views(config.loss) == 2:  # UniCLIP: a second view and both views' parameters
+  if losses.get(config.loss).num_views == 2:  # UniCLIP: a second view and both views' parameters
     batch["image_view2"] = batch["image"][::-1].copy()
-    batch["aug"] = rng.random((n, 2, two_towers.AUG_DIM), dtype=np.float32)
+    batch["aug"] = rng.random((n, 2, uniclip.AUG_DIM), dtype=np.float32)
   return {k: jax.device_put(v, sharding) for k, v in batch.items()}
 
 
@@ -81,8 +83,8 @@ def run(config, steps: int, vocab: int, peak_tflops: float, compile_only: bool =
   the compiled step's HLO (HLO_FILE)."""
   mesh = mesh_lib.make_mesh(config.mesh, devices)
   devices = mesh.devices.size
-  model = two_towers.from_config(config.model, vocab, config.data.context_length,
-                                 **losses.head_kwargs(config.loss))
+  model = two_towers.from_config(config.model, vocab, config.data.context_length, eot_id=EOT_ID,
+                                 **losses.get(config.loss).model_heads)
   with jax.set_mesh(mesh):
     init_state, train_step, state_sharding = train.build_training(model, config, mesh)
     state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(0))

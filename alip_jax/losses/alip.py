@@ -30,14 +30,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from alip_jax.losses import chunked
 from alip_jax.losses.contrastive import infonce_per_sample, reduce_weighted
-
-GATE_NAMES = ("h_tc", "h_xt", "h_xc")
-
-
-def init_gate_state(init_mean: float = 1.0) -> dict:
-  """The three running means H_tc, H_xt, H_xc (train state, checkpointed)."""
-  return {name: jnp.asarray(init_mean, jnp.float32) for name in GATE_NAMES}
+from alip_jax.losses.objective import GATE_NAMES, Objective
 
 
 def similarities(x, t, c) -> dict:
@@ -108,3 +103,14 @@ def alip_loss(embeddings: dict, logit_scale, gate_state: dict,
              "infonce_raw": ce_raw, "infonce_caption": ce_caption,
              **{f"weight_{k}": v for k, v in weights.items()}, **sims}
   return raw_loss + caption_loss, new_state, metrics
+
+
+class ALIP(Objective):
+  """`loss.name = 'alip'`: both texts, the gates' running means as state;
+  `loss.chunked` picks the ring form of the InfoNCE terms."""
+  text_names = ("raw", "caption")
+
+  def loss(self, embeddings, logit_params, gate_state):
+    per_sample = chunked.infonce_fn(self.cfg, embeddings["image"].shape[0])
+    return alip_loss(embeddings, logit_params["logit_scale"], gate_state, self.cfg.alip,
+                     per_sample)

@@ -29,11 +29,28 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from alip_jax.losses.contrastive import infonce_per_sample
-from alip_jax.losses.siglip import siglip_row_sums
+from alip_jax.losses.contrastive import infonce_per_sample, siglip_row_sums
 from alip_jax.mesh import BATCH_AXES
 
 AXIS = BATCH_AXES  # ppermute/pcast over several axes use their flattened index
+
+
+def use_chunked(loss_cfg, global_batch: int) -> bool:
+  """`loss.chunked`: 'on', 'off', or 'auto' = on from a global batch of
+  `loss.chunk_above` (True/False work too)."""
+  mode = loss_cfg.get("chunked", "off")
+  if mode == "auto":
+    return global_batch >= loss_cfg.get("chunk_above", 8192)
+  if mode in ("on", True):
+    return True
+  if mode in ("off", False):
+    return False
+  raise ValueError(f"config.loss.chunked must be 'auto', 'on' or 'off', got {mode!r}")
+
+
+def infonce_fn(loss_cfg, global_batch: int):
+  """The per-sample InfoNCE to use: the ring form when `use_chunked`."""
+  return ring_infonce_per_sample if use_chunked(loss_cfg, global_batch) else infonce_per_sample
 
 
 def _ring_size():

@@ -1,4 +1,5 @@
-"""Symmetric InfoNCE over the global batch, as open_clip and ALIP compute it.
+"""The pairwise terms over the global batch: symmetric InfoNCE as open_clip
+and ALIP compute it, and SigLIP's sigmoid row sums (siglip.py says why).
 
 Written as if the whole batch were on one device: under `jax.jit` with the
 batch sharded over the mesh, XLA inserts the collectives, so the numbers do
@@ -7,8 +8,12 @@ not depend on the mesh. Everything here runs in float32.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
+
+LOGIT_SCALE_INIT = math.log(1 / 0.07)  # CLIP's initial scale, as its log
 
 
 def infonce_per_sample(a, b, logit_scale):
@@ -39,3 +44,11 @@ def reduce_weighted(per_sample, weights=None, normalization="mean_half"):
   if normalization == "sum":
     return 2.0 * jnp.sum(per_sample)
   raise ValueError(f"loss normalization must be 'mean_half' or 'sum', got {normalization!r}")
+
+
+def siglip_row_sums(a, b, logit_scale, logit_bias):
+  """Per row i: −Σ_j log σ(label_ij · logit_ij), labels +1 on the diagonal."""
+  a, b = a.astype(jnp.float32), b.astype(jnp.float32)
+  logits = jnp.exp(jnp.asarray(logit_scale, jnp.float32)) * a @ b.T + logit_bias
+  labels = 2.0 * jnp.eye(a.shape[0], dtype=jnp.float32) - 1.0
+  return -jnp.sum(jax.nn.log_sigmoid(labels * logits), axis=1)

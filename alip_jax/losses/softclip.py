@@ -17,8 +17,8 @@ Every unknown is a config value (`config.loss.softclip`), with these defaults:
   L_neg = ½·mean_i [KL(Ȳ^{I2T}_i ‖ P̄^{I2T}_i) + KL(Ȳ^{T2I}_i ‖ P̄^{T2I}_i)];
 * L = L_soft + β·L_neg, β = `beta` (1.0); `keep_hard_clip` adds plain InfoNCE.
 
-All of it in log space (log-softmax with −inf masks), never dividing by
-1 − P_ii, which is unstable.
+Always the full form (no ring). All of it in log space (log-softmax with −inf
+masks), never dividing by 1 − P_ii, which is unstable.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from alip_jax.losses.contrastive import infonce_per_sample
+from alip_jax.losses.objective import PathObjective
 
 
 def _kl_rows(log_target, log_pred, mask=None):
@@ -83,3 +84,10 @@ def softclip_loss(image, text, logit_scale, cfg):
     loss = loss + hard
     metrics["softclip_hard"] = hard
   return loss, metrics
+
+
+class SoftCLIP(PathObjective):
+  """`loss.name = 'softclip'`; the parts are logged per path."""
+
+  def path_loss(self, image, text, logit_params):
+    return softclip_loss(image, text, logit_params["logit_scale"], self.cfg.softclip)

@@ -10,6 +10,7 @@ Every matrix carries logical axis names (`nn.with_logical_partitioning`);
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -138,6 +139,28 @@ class EncoderBlock(nn.Module):
     y = nn.LayerNorm(epsilon=LN_EPS, dtype=self.dtype, name="ln_2")(x)
     x = x + MlpBlock(self.mlp_dim, self.act, self.dtype, name="mlp")(y)
     return x, None  # (carry, output) so the block also runs under nn.scan
+
+
+@dataclasses.dataclass(frozen=True)
+class Tower:
+  """What the image and the text tower share, described once: their sizes
+  (zoo.py's width, depth, heads), the joint embedding width, and how they
+  compute (`model.dtype`, `remat`, `scan`, `act`, `attention`)."""
+  width: int
+  depth: int
+  heads: int
+  embed_dim: int
+  dtype: Any = jnp.float32
+  remat: str = "none"
+  scan: bool = False
+  act: str = "gelu"
+  attention: str | None = None
+
+  def encoder(self, causal: bool = False) -> "Encoder":
+    """The tower's blocks (call inside the tower's compact method)."""
+    return Encoder(self.depth, self.heads, causal=causal, act=self.act, dtype=self.dtype,
+                   remat=self.remat, scan=self.scan, attention_impl=self.attention,
+                   name="encoder")
 
 
 class Encoder(nn.Module):

@@ -89,7 +89,9 @@ def expected_shapes(model_cfg, sizes) -> dict[str, tuple]:
   import jax
   import jax.numpy as jnp
   from alip_jax.models import two_towers
-  model = two_towers.from_config(model_cfg, sizes["vocab_size"], sizes["context_length"])
+  # No shape depends on the EOT id or the heads' initial values.
+  model = two_towers.from_config(model_cfg, sizes["vocab_size"], sizes["context_length"],
+                                 eot_id=0, logit_scale_init=0.0)
   s, length = sizes["image_size"], sizes["context_length"]
   boxed = jax.eval_shape(lambda r: model.init(
       r, jnp.zeros((1, s, s, 3), jnp.uint8), {"raw": jnp.zeros((1, length), jnp.int32)})["params"],
