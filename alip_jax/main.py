@@ -24,11 +24,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
-  train.setup_logging()
+  console.setup_logging()
   distributed.initialize(_CONFIG.value)
   result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   if jax.process_index() == 0:
-    print(" ".join(f"{k}={v:.4f}" for k, v in result["eval"].items() if "R@" in k))
+    print(" ".join(f"{k}={v:.4f}" for k, v in result.eval.items() if "R@" in k))
 
 
 def run():

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from alip_jax import accumulation, losses, mesh as mesh_lib, train
+from alip_jax import accumulation, losses, mesh as mesh_lib, state as state_lib
 from alip_jax.losses import alip
 from alip_jax.models import two_towers
 from conftest import tiny_config
@@ -16,7 +16,7 @@ def whole_and_accumulated(variant, num_micro, mesh):
   config = tiny_config(variant)
   model = two_towers.from_config(config.model, VOCAB, config.data.context_length,
                                  **losses.head_kwargs(config.loss))
-  params = nn.unbox(train.init_params(model, config, jax.random.key(0)))
+  params = nn.unbox(state_lib.init_params(model, config, jax.random.key(0)))
   batch = random_batch(config, seed=1)
   images, aug = losses.select_images(config.loss, batch)
   inputs = {"images": images, "texts": losses.select_texts(config.loss, batch, jax.random.key(0)),

@@ -33,7 +33,7 @@ import jax
 import numpy as np
 from ml_collections import config_flags
 
-from alip_jax import losses, mesh as mesh_lib, monitoring, train
+from alip_jax import losses, mesh as mesh_lib, monitoring, state as state_lib, step as step_lib
 from alip_jax.models import two_towers
 
 HLO_FILE = "train_step.hlo.txt"  # beside a trace: the compiled step, for benchmarks.profile_step
@@ -84,8 +84,9 @@ def run(config, steps: int, vocab: int, peak_tflops: float, compile_only: bool =
   model = two_towers.from_config(config.model, vocab, config.data.context_length,
                                  **losses.head_kwargs(config.loss))
   with jax.set_mesh(mesh):
-    init_state, train_step, state_sharding = train.build_training(model, config, mesh)
-    state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(0))
+    spec = state_lib.state_spec(model, config, mesh)
+    train_step = step_lib.jit_train_step(model, config, spec, mesh)
+    state = spec.initialise(jax.random.key(0))
     batch = random_batch(config, vocab, mesh_lib.batch_sharding(mesh))
     start = time.perf_counter()
     compiled = train_step.lower(state, batch).compile()
