@@ -72,14 +72,20 @@ class Retrieval:
     return metrics
 
 
-class ZeroShot:
-  """Zero-shot top-1/top-5/mean per-class accuracy on a TFDS split
-  (`spec` = NAME:SPLIT; prompts and class names as `tasks.run_zeroshot`)."""
+class _TfdsTask:
+  """A task on TFDS split(s) named by `spec`, with `config.eval`'s options."""
+  kind = ""
 
   def __init__(self, encoders: Encoders, spec: str, eval_config, image_size: int):
     self.encoders, self.spec, self.image_size = encoders, spec, image_size
     self.eval_config = eval_config
-    self.key, self.prefix = f"zeroshot/{spec}", f"zeroshot/{spec.split(':')[0]}/"
+    self.key, self.prefix = f"{self.kind}/{spec}", f"{self.kind}/{spec.split(':')[0]}/"
+
+
+class ZeroShot(_TfdsTask):
+  """Zero-shot top-1/top-5/mean per-class accuracy on a TFDS split
+  (`spec` = NAME:SPLIT; prompts and class names as `tasks.run_zeroshot`)."""
+  kind = "zeroshot"
 
   def run(self, params) -> dict:
     get = self.eval_config.get
@@ -90,14 +96,10 @@ class ZeroShot:
         get("templates", ""), get("max_items", 0))
 
 
-class LinearProbe:
+class LinearProbe(_TfdsTask):
   """Logistic regression on frozen image features (`spec` =
   NAME:TRAIN_SPLIT:TEST_SPLIT, as `tasks.run_linear_probe`)."""
-
-  def __init__(self, encoders: Encoders, spec: str, eval_config, image_size: int):
-    self.encoders, self.spec, self.image_size = encoders, spec, image_size
-    self.eval_config = eval_config
-    self.key, self.prefix = f"linear_probe/{spec}", f"linear_probe/{spec.split(':')[0]}/"
+  kind = "linear_probe"
 
   def run(self, params) -> dict:
     get = self.eval_config.get
