@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class TrainResult:
-  step: int  # the last step trained (= saved)
+  """What a run returns: numbers only. The trained model is in the workdir
+  (`alip_jax.load(workdir)`)."""
+  step: int  # the step the run stopped at
   eval: dict  # the final evaluation's metrics; {} when stopped before the end
   preempted: bool
   gates: dict  # the gates' running means {"h_tc", "h_xt", "h_xc"} at `step`
