@@ -7,7 +7,7 @@ paths without gates, (d) ALIP. Columns: zero-shot retrieval R@1 (both
 directions) on the test split's clean captions; zero-shot classification
 and linear-probe accuracy on `alip_synthetic_colors` (the held-out images
 labelled by the colour of their largest object, read as a TFDS data source:
-alip_jax/data/tfds_synthetic.py); and for ALIP the ROC AUC of its sample gate
+alip_jax/tools/tfds_synthetic.py); and for ALIP the ROC AUC of its sample gate
 (LCG weight) at telling mismatched raw texts from matched ones on the
 training data. Re-running resumes/reuses finished runs.
 """
@@ -23,7 +23,8 @@ from absl import app, flags
 import alip_jax
 from alip_jax import console, mesh as mesh_lib, state as state_lib, train
 from alip_jax.configs import demo as demo_configs
-from alip_jax.data import records, tfds_synthetic
+from alip_jax.data import records
+from alip_jax.tools import synthetic, tfds_synthetic
 from alip_jax.evaluation import gates
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Where data and the four runs go.")
@@ -69,7 +70,7 @@ def main(argv):
     config = demo_configs.get_config(variant)
     config.data.dir = data_dir
     if not rows:  # the corpus, then its held-out images as a TFDS set
-      train.prepare_data(config, workdir)
+      synthetic.prepare(config, workdir)
       tfds_synthetic.prepare(data_dir, tfds_dir)
     config.eval.zeroshot = f"{tfds_synthetic.NAME}:test"
     config.eval.linear_probe = f"{tfds_synthetic.NAME}:train:test"

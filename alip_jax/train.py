@@ -18,13 +18,13 @@ import os
 import jax
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
 
 from alip_jax import (checkpointing, fileio, losses, mesh as mesh_lib, monitoring,
                       state as state_lib, step as step_lib)
 from alip_jax.checkpointing import run_config
-from alip_jax.data import pipeline, records, synthetic
+from alip_jax.data import pipeline, records
 from alip_jax.evaluation import evaluators as evaluators_lib
+from alip_jax.tools import synthetic
 
 log = logging.getLogger(__name__)
 
@@ -46,27 +46,6 @@ def itstime(step: int, every: int, total: int, at_total: bool = True) -> bool:
   if step == total:
     return at_total
   return bool(every) and step % every == 0
-
-
-def prepare_data(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """Returns the data directory, building the embedded corpus if asked."""
-  data_dir = config.data.dir or os.path.join(workdir, "data")
-  if fileio.is_remote(data_dir):
-    raise ValueError(
-        f"data directory {data_dir}: Grain reads ArrayRecord shards from a local path. "
-        f"Mount the bucket with gcsfuse (launch/tpu_pod.sh does with DATA_BUCKET=) or copy "
-        f"the shards to local disk, and set --config.data.dir to that path.")
-  if config.data.synthetic:
-    corpus = synthetic.CorpusConfig(num_train=config.data.synthetic_num_train)
-    if jax.process_index() == 0:
-      synthetic.ensure_built(data_dir, corpus)
-    multihost_utils.sync_global_devices("alip_jax:data_built")
-    # Hosts that do not share process 0's disk (TPU VM workers: one process
-    # each) build their own copy; the corpus is seeded, so all are the same.
-    if jax.process_index() > 0 and not os.path.exists(os.path.join(data_dir, "counts.json")):
-      synthetic.ensure_built(data_dir, corpus)
-    multihost_utils.sync_global_devices("alip_jax:data_built_everywhere")
-  return data_dir
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -100,7 +79,7 @@ def _train_and_evaluate(config, workdir, mesh, stop_after) -> TrainResult:
   config_changes = run_config.check_resume(config, workdir, saved_steps)
 
   # ---- Input.
-  data_dir = prepare_data(config, workdir)
+  data_dir = synthetic.prepare(config, workdir)
   model, tokenizer = state_lib.make_model_and_tokenizer(config, data_dir)
   used_tokenizer = getattr(tokenizer, "tokenizer_json", None) or tokenizer.model_path
   run_config.check_tokenizer(workdir, used_tokenizer, saved_steps)

@@ -51,3 +51,13 @@ setup_venv() {
 }
 
 setup_venv "$1"
+
+# XLA:CPU allocates each step's temporaries afresh (the demo's step: 376 MiB)
+# and glibc maps large blocks in 4 KiB pages, so every step page-faults them
+# in again: a third of the demo's CPU time went to the kernel. With
+# madvise(MADV_HUGEPAGE) on those blocks the faults fall ~30-fold
+# (docs/BENCHMARKS.md, "The demo on a 2-core CPU"). Numerics are unchanged.
+case ":${GLIBC_TUNABLES:-}:" in
+  *glibc.malloc.hugetlb=*) ;;
+  *) export GLIBC_TUNABLES="${GLIBC_TUNABLES:+$GLIBC_TUNABLES:}glibc.malloc.hugetlb=1" ;;
+esac

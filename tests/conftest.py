@@ -21,7 +21,7 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
   """A small embedded corpus, built once per test session."""
-  from alip_jax.data import synthetic
+  from alip_jax.tools import synthetic
   out = str(tmp_path_factory.mktemp("corpus"))
   synthetic.build(out, synthetic.CorpusConfig(num_train=1500, num_val=50, num_test=200,
                                               shards=3, vocab_size=256))

@@ -16,6 +16,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 import alip_jax
 from alip_jax import checkpointing, fileio, train
+from alip_jax.tools import synthetic
 from conftest import tensorboard_tags, tiny_config
 
 
@@ -132,4 +133,4 @@ def test_data_in_a_bucket_is_a_clear_error(bucket):
   config = tiny_config()
   config.data.dir = "gs://bucket/data"
   with pytest.raises(ValueError, match="gcsfuse"):
-    train.prepare_data(config, "gs://bucket/run")
+    synthetic.prepare(config, "gs://bucket/run")

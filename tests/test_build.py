@@ -1,4 +1,4 @@
-"""python -m alip_jax.data.build on what people have: an img2dataset tar, a
+"""python -m alip_jax.tools.build on what people have: an img2dataset tar, a
 Parquet table with image bytes, a CSV and a JSONL with image paths, caption
 files keyed by sample key — with every kind of bad row counted by reason,
 each sample's image and texts kept together, parallel workers, resumable
@@ -19,7 +19,8 @@ import pytest
 from PIL import Image
 
 from alip_jax import train
-from alip_jax.data import build, pipeline, records
+from alip_jax.data import pipeline, records
+from alip_jax.tools import build
 from conftest import tiny_config
 from test_data import colour, spell
 from test_end_to_end import ROOT
@@ -94,7 +95,7 @@ def read_back(out, split="train"):
 
 def test_build_counts_every_bad_row_and_keeps_samples_whole(inputs, tmp_path):
   out = str(tmp_path / "built")
-  command = [sys.executable, "-m", "alip_jax.data.build", "--out", out,
+  command = [sys.executable, "-m", "alip_jax.tools.build", "--out", out,
              "--input", str(inputs / "*.tar"), "--input", str(inputs / "table.{parquet,csv,jsonl}"),
              "--captions", str(inputs / "captions.jsonl"),
              "--captions", str(inputs / "captions.parquet"),
@@ -172,7 +173,7 @@ def test_captioner_stage_captions_every_image_and_feeds_the_build(inputs, tmp_pa
   subprocess.run([TORCH_PYTHON, os.path.join(here, "tiny_captioner.py"), model], check=True,
                  capture_output=True, timeout=300)
   out = str(tmp_path / "captioned")
-  command = [sys.executable, "-m", "alip_jax.data.build", "--out", out,
+  command = [sys.executable, "-m", "alip_jax.tools.build", "--out", out,
              "--input", str(inputs / "00000.tar"), "--captioner", model,
              "--captioner_python", TORCH_PYTHON, "--captioner_args", "--batch_size 3 --max_new_tokens 6",
              "--vocab_size", "40"]

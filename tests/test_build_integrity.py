@@ -16,8 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from alip_jax.data import beam_build, build, records, tar_reader
-from alip_jax.data.inputs import BadInputError, Columns, Limits, read_table
+from alip_jax.data import records
+from alip_jax.tools import beam_build, build, tar_reader
+from alip_jax.tools.inputs import BadInputError, Columns, Limits, read_table
 from test_build import add, image_bytes, read_back
 from test_data import spell
 

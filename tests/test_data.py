@@ -12,7 +12,8 @@ from array_record.python.array_record_module import ArrayRecordWriter
 from PIL import Image
 
 from alip_jax import mesh as mesh_lib
-from alip_jax.data import pipeline, records, synthetic, tokenizer as tok_lib
+from alip_jax.data import pipeline, records, tokenizer as tok_lib
+from alip_jax.tools import synthetic
 
 NUM_GOOD = 40
 
@@ -173,7 +174,7 @@ def test_synthetic_corpus_is_deterministic_and_well_formed(tmp_path):
 
 
 def test_missing_split_names_the_directory_and_the_fix(tmp_path):
-  with pytest.raises(FileNotFoundError, match=r"no ArrayRecord shards for split 'train'.*alip_jax.data.synthetic"):
+  with pytest.raises(FileNotFoundError, match=r"no ArrayRecord shards for split 'train'.*alip_jax.tools.synthetic"):
     records.split_files(str(tmp_path), "train")
 
 

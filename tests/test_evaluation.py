@@ -1,6 +1,7 @@
 """Retrieval R@K and the gate AUC on hand-checked cases."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from alip_jax import mesh as mesh_lib
@@ -50,6 +51,42 @@ def test_embed_in_batches_pads_and_keeps_every_item():
   out = retrieval.embed_in_batches(fn, inputs, 8, mesh_lib.batch_sharding(mesh))
   np.testing.assert_array_equal(out, 2 * inputs)
   assert calls == [(8, 3)] * 3  # fixed shape: one compilation, padding dropped
+
+
+def test_embed_in_batches_pads_with_copies_to_pad_to_and_handles_empty():
+  calls = []
+
+  def fn(x):
+    calls.append(x)
+    return jnp.asarray(x, jnp.float32)[:, :2] + 1
+
+  inputs = np.arange(11 * 3, dtype=np.int32).reshape(11, 3)
+  buckets = lambda n: 4 if n <= 4 else 8  # alip_jax.load's kind of rule: a few shapes
+  out = retrieval.embed_in_batches(fn, inputs, 8, pad_to=buckets)
+  np.testing.assert_array_equal(out, inputs[:, :2] + 1)
+  assert [c.shape for c in calls] == [(8, 3), (4, 3)]
+  np.testing.assert_array_equal(calls[1], inputs[[8, 9, 10, 10]])  # copies of the last row
+  empty = retrieval.embed_in_batches(fn, inputs[:0], 8, pad_to=buckets)
+  assert empty.shape == (0, 2) and empty.dtype == np.float32
+
+
+def test_padding_never_changes_a_real_rows_embedding():
+  """The padding rule's premise, on the real towers sharded over 8 devices:
+  a row's embedding does not depend on what the other rows hold."""
+  from conftest import tiny_config
+  from alip_jax.models import two_towers
+  config = tiny_config()
+  model = two_towers.from_config(config.model, 256, config.data.context_length)
+  images = np.random.default_rng(0).integers(0, 256, (13, 32, 32, 3), np.uint8)
+  tokens = np.zeros((1, config.data.context_length), np.int32)
+  params = model.init(jax.random.key(0), images[:1], {"raw": tokens})["params"]
+  encode = jax.jit(lambda x: model.apply({"params": params}, x, method=model.encode_image))
+  sharding = mesh_lib.batch_sharding(mesh_lib.make_mesh(dict(data=-1, model=1)))
+  out = retrieval.embed_in_batches(encode, images, 8, sharding)
+  zero_padded = np.concatenate([images, np.zeros_like(images[:3])])
+  want = np.concatenate([mesh_lib.to_host(encode(jax.device_put(zero_padded[i:i + 8], sharding)))
+                         for i in (0, 8)])[:13]
+  np.testing.assert_array_equal(out, want)
 
 
 def test_roc_auc_matches_pairwise_count():

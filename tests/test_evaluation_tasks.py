@@ -152,7 +152,8 @@ def test_embedded_corpus_as_a_tfds_set(tiny_corpus, tmp_path):
   """alip_synthetic_colors: the corpus's val/test images, labelled by the
   colour of the largest object, read back through a TFDS data source."""
   import grain
-  from alip_jax.data import records, synthetic, tfds_synthetic
+  from alip_jax.data import records
+  from alip_jax.tools import synthetic, tfds_synthetic
   from alip_jax.evaluation import tfds_sources
   tfds_synthetic.prepare(tiny_corpus, str(tmp_path))
   test = tfds_sources.open_source(tfds_synthetic.NAME, "test", str(tmp_path))

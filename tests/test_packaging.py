@@ -108,6 +108,23 @@ def test_prompts_are_read_from_the_package():
   assert prompts.parse_names("# comment\n\n a {} \nb {}\n") == ["a {}", "b {}"]
 
 
+def test_the_package_reaches_no_file_outside_itself():
+  """An installed wheel has only alip_jax/: no module may import the
+  checkout's top-level configs/ or walk up out of the package by path
+  (package data goes beside its module, read through importlib.resources)."""
+  walking_up = re.compile(r"^\s*(from|import) configs\b|dirname\(os\.path\.dirname\(|"
+                          r"\"\.\.\"|'\.\.'|\.\./", re.M)
+  checked = 0
+  for path in glob.glob(os.path.join(ROOT, "alip_jax", "**", "*.py"), recursive=True):
+    if os.sep + "configs" + os.sep in path:  # the checkout's symlink to configs/
+      continue
+    with open(path) as f:
+      found = walking_up.search(f.read())
+    assert not found, f"{os.path.relpath(path, ROOT)} reaches outside the package: {found[0]!r}"
+    checked += 1
+  assert checked > 50
+
+
 def copy_sources(dest):
   """What the build reads, without the checkout's build outputs."""
   ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")

@@ -183,12 +183,12 @@ def test_two_processes_score_their_slices(run, tmp_path):
 
 
 def test_score_filter_and_report_on_a_split_built_from_tars(run, tmp_path):
-  """A webdataset tar through alip_jax.data.build, scored with imported
+  """A webdataset tar through alip_jax.tools.build, scored with imported
   weights (no running means: the split's own), filtered, reported."""
   import io
   import tarfile
   from alip_jax.curation import filtering
-  from alip_jax.data import build
+  from alip_jax.tools import build
   workdir, _, _, _ = run
   tar = str(tmp_path / "00000.tar")
   with tarfile.open(tar, "w") as archive:

@@ -31,7 +31,6 @@ import time
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def write_inputs(d: str, records: int, per_tar: int, size: int, extra_captions: int) -> list[str]:
@@ -77,7 +76,7 @@ def _tree_rss(pid: int) -> int:
   return total
 
 
-def measure(command: list[str], cwd: str, env: dict) -> tuple[float, int, str]:
+def measure(command: list[str], cwd: str | None, env: dict) -> tuple[float, int, str]:
   """(seconds, peak summed RSS in bytes, stdout) of one command."""
   start, peak = time.time(), 0
   process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
@@ -92,8 +91,12 @@ def measure(command: list[str], cwd: str, env: dict) -> tuple[float, int, str]:
 
 
 def old_builder(ref: str, into: str) -> str:
-  """Unpacks alip_jax at `ref` into `into`; returns that directory."""
-  archive = subprocess.run(["git", "-C", ROOT, "archive", ref, "alip_jax"], check=True,
+  """Unpacks alip_jax at `ref` of the git checkout this package is in (git
+  finds its root) into `into`; returns that directory."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  root = subprocess.run(["git", "-C", here, "rev-parse", "--show-toplevel"], check=True,
+                        capture_output=True, text=True).stdout.strip()
+  archive = subprocess.run(["git", "-C", root, "archive", ref, "alip_jax"], check=True,
                            capture_output=True).stdout
   with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
     tar.extractall(into, filter="data")
@@ -114,24 +117,27 @@ def main(argv=None):
   args = parser.parse_args(argv)
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
-    builders = {"beam": (ROOT, ["--direct_num_workers", str(args.workers)])}
+    # name: (code directory, builder module, flags). The Beam builder is the
+    # alip_jax this process imports (None: the command inherits its directory
+    # and PYTHONPATH); the old one predates alip_jax/tools/.
+    builders = {"beam": (None, "alip_jax.tools.build", ["--direct_num_workers", str(args.workers)])}
     if args.old_ref != "none":
-      builders["old"] = (old_builder(args.old_ref, os.path.join(tmp, "old")),
+      builders["old"] = (old_builder(args.old_ref, os.path.join(tmp, "old")), "alip_jax.data.build",
                          ["--workers", str(args.workers)])
     for records in map(int, args.records.split(",")):
       for extra in map(int, args.extra_captions.split(",")):
         d = os.path.join(tmp, f"in-{records}-{extra}")
         os.makedirs(d)
         tars = write_inputs(d, records, args.per_tar, args.source_size, extra)
-        for name, (code, flags) in builders.items():
+        for name, (code, module, flags) in builders.items():
           out = os.path.join(tmp, f"out-{name}-{records}-{extra}")
-          command = [sys.executable, "-m", "alip_jax.data.build", "--out", out,
+          command = [sys.executable, "-m", module, "--out", out,
                      "--captions", os.path.join(d, "captions.jsonl"),
                      "--num_shards", str(args.num_shards), "--resize", str(args.resize),
                      "--vocab_size", "500", *flags]
           for tar in tars:
             command += ["--input", tar]
-          env = {**os.environ, "PYTHONPATH": code}
+          env = {**os.environ, **({"PYTHONPATH": code} if code else {})}
           seconds, peak, stdout = measure(command, code, env)
           written = json.loads(stdout.strip().splitlines()[-1])["written"]
           if written != records:

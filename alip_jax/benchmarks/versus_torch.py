@@ -22,7 +22,7 @@ against the measured matmul rate, and peak device memory go to
 --case_timeout is a row with its error; the others still run.
 
 The torch side runs with --torch_python (default: $ALIP_TORCH_PYTHON, else
-.venv-torch/bin/python when present, else this Python); it needs torch and
+./.venv-torch/bin/python when present, else this Python); it needs torch and
 open_clip_torch, not jax.
 """
 
@@ -68,7 +68,7 @@ MODULE = "alip_jax.benchmarks.versus_torch"
 def workload_config(workload: str, smoke: bool, image: str, batch: int, attention: str):
   """The alip_jax config of one workload: paper-scale towers, or SMOKE."""
   import ml_collections
-  from configs import alip_yfcc15m
+  from alip_jax.configs import alip_yfcc15m
   config = alip_yfcc15m.get_config(image)
   config.loss.name, config.loss.path = WORKLOAD_LOSS[workload]
   config.optim.grad_clip = 1.0
@@ -128,7 +128,7 @@ def torch_python() -> str:
     return _TORCH_PYTHON.value
   if os.environ.get("ALIP_TORCH_PYTHON"):
     return os.environ["ALIP_TORCH_PYTHON"]
-  local = os.path.join(os.path.dirname(__file__), "..", "..", ".venv-torch", "bin", "python")
+  local = os.path.join(".venv-torch", "bin", "python")  # a checkout's, run from its root
   return os.path.abspath(local) if os.path.exists(local) else sys.executable
 
 

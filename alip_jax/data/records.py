@@ -90,7 +90,7 @@ def split_files(data_dir: str, split: str) -> Split:
     raise FileNotFoundError(
         f"no ArrayRecord shards for split {split!r} in {data_dir!r} (expected "
         f"files named {split}-00000-of-0000N.array_record). Build the embedded "
-        "data with `python -m alip_jax.data.synthetic --out DIR` or point "
+        "data with `python -m alip_jax.tools.synthetic --out DIR` or point "
         "config.data.dir at your own data.")
   counts_path = os.path.join(data_dir, "counts.json")
   num = -1
@@ -108,7 +108,7 @@ class ShardMismatchError(RuntimeError):
 
 def check_shard_files(data_dir: str, split: str, files: list[str], expected) -> None:
   """Only the shards a build listed (counts.json "shards", written by
-  alip_jax.data.build) may be read: a stray file (e.g. from an earlier build
+  alip_jax.tools.build) may be read: a stray file (e.g. from an earlier build
   with another --num_shards) or a missing one is an error naming them."""
   if expected is None:
     return
@@ -119,7 +119,7 @@ def check_shard_files(data_dir: str, split: str, files: list[str], expected) -> 
         f"{data_dir}: the {split!r} shards on disk do not match counts.json"
         + (f"; not from this build: {stray}" if stray else "")
         + (f"; missing: {missing}" if missing else "")
-        + ". Move the stray files away or rebuild the split (alip_jax.data.build --overwrite).")
+        + ". Move the stray files away or rebuild the split (alip_jax.tools.build --overwrite).")
 
 
 class CorruptShardError(RuntimeError):

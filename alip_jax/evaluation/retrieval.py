@@ -7,8 +7,9 @@ may carry a group id (the embedded corpus writes `meta.scene`): captions of
 images in the same group are interchangeable, so they count as positives too.
 Without groups each caption is positive only for its own image.
 
-Embeddings are computed in fixed-size batches on the mesh; the last batch is
-padded and the padding dropped, so every item is evaluated exactly once.
+Embeddings are computed in fixed-size batches on the mesh (`embed_in_batches`);
+the last batch is padded and the padding dropped, so every item is evaluated
+exactly once.
 """
 
 from __future__ import annotations
@@ -67,18 +68,33 @@ def load_retrieval_set(files: list[str], tokenizer: Tokenizer, image_size: int,
                       group_ids, keys, counter.total)
 
 
-def embed_in_batches(embed_fn, inputs: np.ndarray, batch_size: int, sharding,
-                     desc: str = "embedding") -> np.ndarray:
-  """Applies `embed_fn` to fixed-size sharded batches; pads the last one."""
+def embed_in_batches(embed_fn, inputs: np.ndarray, batch_size: int, sharding=None,
+                     desc: str = "embedding", *, pad_to=None) -> np.ndarray:
+  """`embed_fn` over `inputs` in chunks of `batch_size` rows → its outputs
+  for every row, in order: the one pad-and-embed loop of evaluation and
+  inference.
+
+  Padding rule: a chunk of n rows is filled up to `pad_to(n)` rows (default:
+  always `batch_size`, so every call has one shape and `embed_fn` compiles
+  once) with copies of its last row, a valid input for any encoder; the
+  padding's outputs are dropped, so each row is embedded exactly once. Rows
+  must be independent (an encoder's forward pass), so padding never changes
+  a real row's output. `sharding`: where each padded chunk is put (None: as
+  `embed_fn` takes numpy, e.g. a jit with in_shardings). Empty `inputs` give
+  an empty array shaped like `embed_fn`'s output.
+  """
+  pad_to = pad_to or (lambda n: batch_size)
   outputs = []
   for start in progress.bar(range(0, len(inputs), batch_size), desc=desc, unit="batch"):
     chunk = inputs[start : start + batch_size]
     valid = len(chunk)
-    if valid < batch_size:
-      pad = np.zeros((batch_size - valid,) + chunk.shape[1:], chunk.dtype)
-      chunk = np.concatenate([chunk, pad])
-    out = embed_fn(jax.device_put(chunk, sharding))
+    if pad_to(valid) > valid:
+      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad_to(valid) - valid, axis=0)])
+    out = embed_fn(chunk if sharding is None else jax.device_put(chunk, sharding))
     outputs.append(mesh_lib.to_host(out)[:valid])
+  if not outputs:
+    shape = jax.eval_shape(embed_fn, np.zeros((pad_to(1),) + inputs.shape[1:], inputs.dtype))
+    return np.zeros((0,) + shape.shape[1:], shape.dtype)
   return np.concatenate(outputs)
 
 

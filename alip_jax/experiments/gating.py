@@ -28,9 +28,10 @@ from absl import app, flags
 
 import alip_jax
 from alip_jax import console, train
+from alip_jax.configs import demo as demo_configs
 from alip_jax.curation import filtering, scoring
 from alip_jax.data import records
-from configs import demo as demo_configs
+from alip_jax.tools import synthetic
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/gating", "Data, runs, scores and tables go here.")
 _TABLE = flags.DEFINE_enum("table", "filtering", ["filtering", "ablation"], "Which table.")
@@ -80,7 +81,7 @@ def _retrieval_cells(row):
 
 def filtering_table(workdir, rows):
   data_dir = os.path.join(workdir, "data")
-  train.prepare_data(demo_configs.get_config("alip"), workdir)  # the corpus, if missing
+  synthetic.prepare(demo_configs.get_config("alip"), workdir)  # the corpus, if missing
   scores_dir = os.path.join(workdir, "scores")
   if not os.path.exists(os.path.join(scores_dir, "summary.json")):
     run_row(workdir, "alip", "alip", {}, data_dir, True)  # the model that scores
@@ -119,7 +120,7 @@ def filtering_table(workdir, rows):
 
 def ablation_table(workdir, rows):
   data_dir = os.path.join(workdir, "data")
-  train.prepare_data(demo_configs.get_config("alip"), workdir)
+  synthetic.prepare(demo_configs.get_config("alip"), workdir)
   results = []
   for name in rows:
     label, variant, overrides = ABLATION[name]

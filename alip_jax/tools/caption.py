@@ -1,14 +1,14 @@
 """Synthetic captions from a local image-to-text model (the captioner stage).
 
-  python -m alip_jax.data.caption --model models/blip-base --input 'shards/*.tar' \
+  python -m alip_jax.tools.caption --model models/blip-base --input 'shards/*.tar' \
       --out captions.jsonl --batch_size 64 --device cuda
 
 ALIP captioned YFCC15M with OFA; BLIP, BLIP-2 and GIT are the usual local
 choices. `--model` is a directory saved with `save_pretrained` (model and
 processor) — nothing is downloaded. Every decodable image of the inputs (the
-same tars and tables as alip_jax.data.build, read by data/inputs.py) gets
+same tars and tables as alip_jax.tools.build, read by tools/inputs.py) gets
 one row {"key", "caption"} in `--out`, the `--captions` file of the builder;
-`python -m alip_jax.data.build --captioner DIR` runs this stage itself.
+`python -m alip_jax.tools.build --captioner DIR` runs this stage itself.
 Rows are appended and flushed per batch, and a re-run skips keys that
 already have a caption, so an interrupted stage continues where it stopped.
 
@@ -26,7 +26,7 @@ import time
 
 from alip_jax import progress
 from alip_jax.data import web
-from alip_jax.data.inputs import Columns, expand, read_input
+from alip_jax.tools.inputs import Columns, expand, read_input
 
 
 def load_captioner(model_dir: str, device: str = "cpu"):

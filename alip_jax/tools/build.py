@@ -2,7 +2,7 @@
 Beam pipeline: the same code runs on this machine (Beam's Python
 DirectRunner, several processes) and on a cluster (Dataflow, Flink, Spark).
 
-  python -m alip_jax.data.build --input 'laion/{00000..00099}.tar' \
+  python -m alip_jax.tools.build --input 'laion/{00000..00099}.tar' \
       --captions captions.jsonl --out data/laion --num_shards 64 --resize 256 \
       --direct_num_workers 8
 
@@ -14,7 +14,7 @@ column that holds encoded bytes (or a {"bytes": …} struct, as HF datasets
 write) or a path inside the table's directory. Synthetic captions come from
 `--captions` (JSONL or Parquet with `key` and `caption`: a string or a
 list), joined by key; or `--captioner DIR` first captions every image with a
-local HF image-to-text model (alip_jax/data/caption.py).
+local HF image-to-text model (alip_jax/tools/caption.py).
 
 Output in `--out`: `{split}-0000j-of-0000N.array_record` (records go to shard
 hash(key) mod N, sorted by key inside it), `stats.json` (records written,
@@ -45,10 +45,10 @@ import time
 
 from alip_jax.data import web
 from alip_jax.data.records import shard_name
-from alip_jax.data.manifest import (check_out, describe_files, identity, join, open_any,
-                                    read_bytes, read_json, sha256, write_bytes, write_json)
-from alip_jax.data.inputs import BadInputError, Columns, Limits, check_table
-from alip_jax.data.tar_reader import TarError
+from alip_jax.tools.manifest import (check_out, describe_files, identity, join, open_any,
+                                     read_bytes, read_json, sha256, write_bytes, write_json)
+from alip_jax.tools.inputs import BadInputError, Columns, Limits, check_table
+from alip_jax.tools.tar_reader import TarError
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def run_pipeline(files, caption_files, options: BuildOptions, beam_options) -> d
   import apache_beam as beam
   from apache_beam.metrics.metric import MetricsFilter
   from apache_beam.options.pipeline_options import StandardOptions
-  from alip_jax.data import beam_build
+  from alip_jax.tools import beam_build
   runner = None
   if beam_options.view_as(StandardOptions).runner in DIRECT_RUNNERS:
     # Named explicitly: Beam's "DirectRunner" first tries Prism, which
@@ -238,10 +238,10 @@ def make_tokenizer(options: BuildOptions, tokenizer: str | None, vocab_size: int
 
 
 def run_captioner(args, out: str) -> str:
-  """Runs alip_jax.data.caption over the inputs in `args.captioner_python`
+  """Runs alip_jax.tools.caption over the inputs in `args.captioner_python`
   (torch lives in another venv than JAX); returns its captions file."""
   os.makedirs(args.out, exist_ok=True)
-  command = [args.captioner_python, "-m", "alip_jax.data.caption", "--model", args.captioner,
+  command = [args.captioner_python, "-m", "alip_jax.tools.caption", "--model", args.captioner,
              "--out", out, "--image_column", args.image_column, "--key_column", args.key_column,
              *itertools.chain.from_iterable(("--input", i) for i in args.input),
              *args.captioner_args.split()]
@@ -271,7 +271,7 @@ def main(argv=None):
   parser.add_argument("--captions", action="append", default=[],
                       help="JSONL/Parquet with key, caption (several per key allowed)")
   parser.add_argument("--captioner", help="caption the inputs first with this local HF "
-                      "image-to-text model (alip_jax/data/caption.py)")
+                      "image-to-text model (alip_jax/tools/caption.py)")
   parser.add_argument("--captioner_python", default=sys.executable,
                       help="a Python with torch and transformers, for --captioner")
   parser.add_argument("--captioner_args", default="",

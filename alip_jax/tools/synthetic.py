@@ -22,8 +22,10 @@ horizontal flips, which would make left/right descriptions wrong half the
 time. Objects are listed in random order so that word order carries no
 position.
 
-Run `python -m alip_jax.data.synthetic --out DIR` to build it; it also trains
+Run `python -m alip_jax.tools.synthetic --out DIR` to build it; it also trains
 the SentencePiece tokenizer on the training texts and writes `counts.json`.
+The trainer calls `prepare(config, workdir)`, which builds it when
+`config.data.synthetic` and the directory does not hold it yet.
 """
 
 from __future__ import annotations
@@ -35,9 +37,13 @@ import json
 import os
 import time
 
+import jax
+import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 from PIL import Image, ImageDraw
 
+from alip_jax import fileio
 from alip_jax.data import records, tokenizer
 
 SHAPES = ("circle", "square", "triangle", "cross")
@@ -243,6 +249,28 @@ def ensure_built(out_dir: str, cfg: CorpusConfig = CorpusConfig()) -> dict:
     if info.get("config") == json.loads(json.dumps(dataclasses.asdict(cfg))):
       return info
   return build(out_dir, cfg)
+
+
+def prepare(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """The run's data directory (`config.data.dir`, else WORKDIR/data), with
+  the corpus built there first when `config.data.synthetic` (every host)."""
+  data_dir = config.data.dir or os.path.join(workdir, "data")
+  if fileio.is_remote(data_dir):
+    raise ValueError(
+        f"data directory {data_dir}: Grain reads ArrayRecord shards from a local path. "
+        f"Mount the bucket with gcsfuse (launch/tpu_pod.sh does with DATA_BUCKET=) or copy "
+        f"the shards to local disk, and set --config.data.dir to that path.")
+  if config.data.synthetic:
+    corpus = CorpusConfig(num_train=config.data.synthetic_num_train)
+    if jax.process_index() == 0:
+      ensure_built(data_dir, corpus)
+    multihost_utils.sync_global_devices("alip_jax:data_built")
+    # Hosts that do not share process 0's disk (TPU VM workers: one process
+    # each) build their own copy; the corpus is seeded, so all are the same.
+    if jax.process_index() > 0 and not os.path.exists(os.path.join(data_dir, "counts.json")):
+      ensure_built(data_dir, corpus)
+    multihost_utils.sync_global_devices("alip_jax:data_built_everywhere")
+  return data_dir
 
 
 def main():

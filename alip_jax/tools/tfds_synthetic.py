@@ -8,7 +8,7 @@ Label: the colour of the largest object (meta.label_color). Splits: 'train'
 TFDS's manual_dir; images keep their JPEG bytes. It is also a small example
 of wrapping your own labelled images as a TFDS set:
 
-  python -m alip_jax.data.tfds_synthetic --corpus runs/demo/data --out runs/demo/tfds
+  python -m alip_jax.tools.tfds_synthetic --corpus runs/demo/data --out runs/demo/tfds
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import io
 import grain
 import tensorflow_datasets as tfds
 
-from alip_jax.data import records, synthetic
+from alip_jax.data import records
+from alip_jax.tools import synthetic
 
 NAME = "alip_synthetic_colors"
 SPLITS = {"train": "val", "test": "test"}  # TFDS split ← corpus split
@@ -28,7 +29,7 @@ SPLITS = {"train": "val", "test": "test"}  # TFDS split ← corpus split
 class AlipSyntheticColors(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      "Build the embedded corpus (python -m alip_jax.data.synthetic --out DIR) and pass DIR "
+      "Build the embedded corpus (python -m alip_jax.tools.synthetic --out DIR) and pass DIR "
       "as the manual directory (prepare() below does).")
 
   def _info(self):

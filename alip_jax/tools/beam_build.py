@@ -37,8 +37,8 @@ from apache_beam.io.filesystems import CompressionTypes, FileSystems
 from apache_beam.metrics import Metrics
 
 from alip_jax.data import records, web
-from alip_jax.data.inputs import caption_rows, read_input
-from alip_jax.data.manifest import join, open_any, write_bytes
+from alip_jax.tools.inputs import caption_rows, read_input
+from alip_jax.tools.manifest import join, open_any, write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import posixpath
 
 from apache_beam.io.filesystems import CompressionTypes, FileSystems
 
-from alip_jax.data.inputs import expand
+from alip_jax.tools.inputs import expand
 
 
 def join(base: str, *parts: str) -> str:

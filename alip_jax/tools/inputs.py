@@ -15,7 +15,7 @@ import os
 import posixpath
 import re
 
-from alip_jax.data import tar_reader
+from alip_jax.tools import tar_reader
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 TABLE_EXTENSIONS = (".parquet", ".csv", ".tsv", ".jsonl", ".json")
