@@ -31,18 +31,18 @@ def _cluster_detected() -> bool:
 
 def initialize(config) -> None:
   """Initialises JAX's distributed runtime when the run spans processes."""
-  settings = config.get("distributed", None) or {}
-  coordinator = settings.get("coordinator", "")
+  settings = config.distributed
+  coordinator = settings.coordinator
   if coordinator:
-    num_processes, process_id = settings.get("num_processes", 0), settings.get("process_id", -1)
+    num_processes, process_id = settings.num_processes, settings.process_id
     if num_processes < 1 or not 0 <= process_id < num_processes:
       raise ValueError(
           f"config.distributed: coordinator={coordinator!r} needs num_processes >= 1 and "
           f"0 <= process_id < num_processes, got {num_processes} and {process_id}")
-    if settings.get("platform", "") == "cpu" or os.environ.get("JAX_PLATFORMS", "") == "cpu":
+    if settings.platform == "cpu" or os.environ.get("JAX_PLATFORMS", "") == "cpu":
       jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
-  elif settings.get("auto", False) or _cluster_detected():
+  elif settings.auto or _cluster_detected():
     jax.distributed.initialize()
   else:
     return

@@ -26,7 +26,7 @@ from absl import app, flags
 import jax
 import ml_collections
 
-from alip_jax import console, fileio, mesh as mesh_lib
+from alip_jax import config_check, console, fileio, mesh as mesh_lib
 from alip_jax.evaluation import evaluators, suites, tasks
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (local or gs://).")
@@ -102,7 +102,7 @@ def main(argv):
   config = None
   config_path = fileio.join(workdir or "", "config.json")
   if workdir and fileio.exists(config_path):
-    config = ml_collections.ConfigDict(fileio.read_json(config_path))
+    config = config_check.validate(ml_collections.ConfigDict(fileio.read_json(config_path)))
   eval_config = ml_collections.ConfigDict(dict(
       batch_size=_BATCH_SIZE.value, zeroshot="", linear_probe="", tfds_data_dir="",
       classnames="", templates="", max_items=_MAX_ITEMS.value))

@@ -15,7 +15,7 @@ from absl import app, flags
 import jax
 from ml_collections import config_flags
 
-from alip_jax import console, distributed, train
+from alip_jax import config_check, console, distributed, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:variant]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and eval.json.")
@@ -25,15 +25,24 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   del argv
   console.setup_logging()
-  distributed.initialize(_CONFIG.value)
-  result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    config = config_check.validate(_CONFIG.value)
+  except config_check.ConfigError as e:
+    raise SystemExit(f"error: {e}") from None  # the message, no traceback
+  distributed.initialize(config)
+  result = train.train_and_evaluate(config, _WORKDIR.value)
   if jax.process_index() == 0:
     print(" ".join(f"{k}={v:.4f}" for k, v in result.eval.items() if "R@" in k))
 
 
 def run():
-  """The `alip-train` console script."""
-  console.run_absl(main, __name__, console.with_packaged_config(sys.argv))
+  """The `alip-train` console script (and `python -m alip_jax.main`)."""
+  argv = console.with_packaged_config(sys.argv)
+  try:  # before absl parses them: a typo there is a traceback
+    config_check.check_overrides(argv)
+  except config_check.ConfigError as e:
+    sys.exit(f"error: {e}")
+  console.run_absl(main, __name__, argv)
 
 
 if __name__ == "__main__":

@@ -128,12 +128,12 @@ class Monitor:
     self.config, self.workdir, self.is_main = config, workdir, is_main
     self.total = config.train.steps
     self.flops_per_step = flops_per_step
-    self.peak = peak_tflops(config.train.get("peak_tflops", 0.0)) * 1e12 * jax.device_count()
+    self.peak = peak_tflops(config.train.peak_tflops) * 1e12 * jax.device_count()
     self.first_step = first_step
     self.clock = StepClock(self.total, config.train.batch_size)
     self.started, self.batch_ready = self.clock.clock(), None
     self.panel = downweighted.Panel(
-        tokenizer, config.train.get("log_down_weighted", DOWN_WEIGHTED_ROWS) if is_main else 0,
+        tokenizer, config.train.log_down_weighted if is_main else 0,
         batch_sharding)
     self.jsonl = fileio.open_for_append(fileio.join(workdir, "metrics.jsonl")) if is_main else None
     self.tensorboard = None
@@ -145,9 +145,9 @@ class Monitor:
         self.tensorboard = SummaryWriter(fileio.join(workdir, "tensorboard"))
       except ImportError:
         log.warning("tensorboardX is not installed: no TensorBoard events")
-      if config.get("wandb") and config.wandb.project:
+      if config.wandb.project:
         self.wandb = start_wandb(config, workdir)
-    window = config.train.get("profile_steps", "")
+    window = config.train.profile_steps
     self.profile = tuple(int(s) for s in window.split(",")) if window else None
     self.profiling = False
     self.profile_dir = fileio.join(workdir, "profile")
@@ -276,9 +276,9 @@ def start_wandb(config, workdir: str):
     return None
   id_file = fileio.join(workdir, "wandb_run.json")
   run_id = fileio.read_json(id_file, {}).get("id") or secrets.token_hex(4)
-  run = wandb.init(project=config.wandb.project, entity=config.wandb.get("entity") or None,
-                   name=config.wandb.get("name") or None, mode=config.wandb.get("mode") or None,
-                   id=run_id, resume="allow", dir=config.wandb.get("dir") or None,
+  run = wandb.init(project=config.wandb.project, entity=config.wandb.entity or None,
+                   name=config.wandb.name or None, mode=config.wandb.mode or None,
+                   id=run_id, resume="allow", dir=config.wandb.dir or None,
                    config=config.to_dict())
   fileio.write_json(id_file, {"id": run_id})
   return run

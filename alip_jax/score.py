@@ -27,6 +27,7 @@ import json
 from absl import app, flags
 
 from alip_jax import console, distributed, mesh as mesh_lib
+from alip_jax.configs import base as base_config
 from alip_jax.curation import scoring
 from alip_jax.data import records
 
@@ -53,9 +54,10 @@ def _main(argv):
   del argv
   import alip_jax
   console.setup_logging()
-  distributed.initialize({"distributed": {
-      "coordinator": _COORDINATOR.value, "num_processes": _NUM_PROCESSES.value,
-      "process_id": _PROCESS_ID.value}})
+  config = base_config.get_config()
+  config.distributed.update(coordinator=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                            process_id=_PROCESS_ID.value)
+  distributed.initialize(config)
   for name, flag in (("--model", _MODEL), ("--data", _DATA), ("--out", _OUT)):
     if not flag.value:
       raise app.UsageError(f"{name} is required")

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from alip_jax import checkpointing, fileio, hub, losses, mesh as mesh_lib, optim
+from alip_jax import checkpointing, config_check, fileio, hub, losses, mesh as mesh_lib, optim
 from alip_jax.data.tokenizer import EOT_ID, SOT_ID, HFTokenizer, Tokenizer
 from alip_jax.losses import alip
 from alip_jax.models import transformer, two_towers, weight_import
@@ -182,7 +182,9 @@ def restore_run(workdir: str, mesh=None, step: int | None = None,
   model. Read-only: nothing is created or moved in `workdir`."""
   import orbax.checkpoint as ocp
   mesh = mesh or one_device_mesh()
-  config = ml_collections.ConfigDict(fileio.read_json(fileio.join(workdir, "config.json")))
+  # An older run's config.json: defaults filled in.
+  config = config_check.validate(
+      ml_collections.ConfigDict(fileio.read_json(fileio.join(workdir, "config.json"))))
   tokenizer = make_tokenizer(tokenizer_path or find_tokenizer(workdir),
                              config.data.context_length)
   model = make_model(config, tokenizer)

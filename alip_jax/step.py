@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from alip_jax import accumulation, downweighted, losses, mesh as mesh_lib, monitoring, optim
+from alip_jax import accumulation, downweighted, losses, mesh as mesh_lib, optim
 from alip_jax.models import two_towers
 
 
@@ -68,8 +68,7 @@ def make_train_step(model, config, tx):
                **{k: jnp.mean(v) for k, v in metrics.items()}, **new_state["gates"],
                # Per-sample gate weights and similarities, for TensorBoard histograms.
                **{f"hist_{k}": v for k, v in metrics.items() if k.startswith(("weight_", "s_"))},
-               **downweighted.lowest_weighted(metrics, batch, config.train.get(
-                   "log_down_weighted", monitoring.DOWN_WEIGHTED_ROWS))}
+               **downweighted.lowest_weighted(metrics, batch, config.train.log_down_weighted)}
     return new_state, summary
 
   return train_step

@@ -19,7 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from alip_jax import (checkpointing, fileio, losses, mesh as mesh_lib, monitoring,
+from alip_jax import (checkpointing, config_check, fileio, losses, mesh as mesh_lib, monitoring,
                       state as state_lib, step as step_lib)
 from alip_jax.checkpointing import run_config
 from alip_jax.data import pipeline, records
@@ -55,6 +55,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   `stop_after` ends this run after that step with a checkpoint and no final
   evaluation, as a preemption would; re-running resumes from there.
   """
+  config = config_check.validate(config)  # defaults filled in, typos stop here
   mesh = mesh_lib.make_mesh(config.mesh)
   # The mesh in context: the chunked losses' shard_map runs over it.
   with jax.set_mesh(mesh):

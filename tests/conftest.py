@@ -1,4 +1,5 @@
-"""Test set-up: 8 forced CPU devices (set before jax is imported)."""
+"""Test set-up: 8 forced CPU devices (set before jax is imported), and the
+fixtures tests share: the tiny corpus, config and run, and the meshes."""
 
 import os
 
@@ -12,6 +13,11 @@ from absl import flags  # noqa: E402
 
 # Grain reads absl flags; outside absl.app.run they must be marked parsed.
 flags.FLAGS.mark_as_parsed()
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Meshes the numerics must not depend on: 1 device, and 8 split data × model.
+MESHES = {"1": dict(data=1, model=1), "8x1": dict(data=8, model=1),
+          "4x2": dict(data=4, model=2), "2x4": dict(data=2, model=4)}
 
 
 def pytest_configure(config):
@@ -46,6 +52,31 @@ def tiny_config(variant="alip"):
   c.optim.warmup_steps = 2
   c.eval.batch_size = 48  # 200 test items: the last batch is padded
   return c
+
+
+def config_flags(config, base, prefix="--config") -> list[str]:
+  """The command-line overrides (`--config.train.steps=6`) that make `base`
+  into `config`."""
+  out = []
+  for key in config.keys():
+    value, was = config[key], base[key]
+    if hasattr(value, "keys") and hasattr(was, "keys"):
+      out += config_flags(value, was, f"{prefix}.{key}")
+    elif value != was:
+      out.append(f"{prefix}.{key}={value}")
+  return out
+
+
+def tiny_flags():
+  """tiny_config() as overrides of `--config configs/demo.py`, for CLI tests."""
+  from configs import demo
+  return config_flags(tiny_config(), demo.get_config())
+
+
+def mesh_of(name):
+  """The mesh MESHES[name], over the first device for "1"."""
+  from alip_jax import mesh as mesh_lib
+  return mesh_lib.make_mesh(MESHES[name], jax.devices()[:1] if name == "1" else jax.devices())
 
 
 def two_step_run(tiny_corpus, tmp_path_factory, **config_updates):

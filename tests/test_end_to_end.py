@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 
 from alip_jax import train
-from conftest import tensorboard_tags, tensorboard_texts, tiny_config
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT, tensorboard_tags, tensorboard_texts, tiny_config, tiny_flags
 
 
 def main_command(workdir, *overrides):
@@ -25,11 +23,8 @@ def run_main(workdir, *overrides):
                         text=True, timeout=600)
 
 
-TINY_FLAGS = ["--config.data.image_size=32", "--config.model.image.width=32",
-              "--config.model.image.depth=1", "--config.model.text.width=32",
-              "--config.model.text.depth=1", "--config.model.embed_dim=32",
-              "--config.train.batch_size=16", "--config.eval.batch_size=48",
-              "--config.data.synthetic=False", "--config.train.log_every=1"]
+# The CLI tests read every step's line (and metrics.jsonl row): log each step.
+TINY_FLAGS = [*tiny_flags(), "--config.train.log_every=1"]
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import pytest
 
 import reference
 from alip_jax import losses, mesh as mesh_lib
+from conftest import mesh_of
 from alip_jax.losses import alip
 
 N, D = 32, 8
@@ -45,15 +46,6 @@ def make_loss_fn(mesh, cfg):
     return loss, new_state, weights
 
   return jax.jit(fn, in_shardings=(batch, batch, batch, rep, rep))
-
-
-MESHES = {"1": dict(data=1, model=1), "8x1": dict(data=8, model=1),
-          "4x2": dict(data=4, model=2), "2x4": dict(data=2, model=4)}
-
-
-def mesh_of(name):
-  devices = jax.devices()[:1] if name == "1" else jax.devices()
-  return mesh_lib.make_mesh(MESHES[name], devices)
 
 
 @pytest.mark.parametrize("mesh_name", ["1", "4x2", "8x1", "2x4"])

@@ -12,14 +12,8 @@ import reference
 from alip_jax import losses, mesh as mesh_lib
 from alip_jax.losses.siglip import siglip_loss
 from alip_jax.losses.softclip import softclip_loss
+from conftest import MESHES, mesh_of
 from test_losses import embeddings
-
-MESHES = {"1": dict(data=1, model=1), "8x1": dict(data=8, model=1),
-          "4x2": dict(data=4, model=2), "2x4": dict(data=2, model=4)}
-
-
-def mesh_of(name):
-  return mesh_lib.make_mesh(MESHES[name], jax.devices()[:1] if name == "1" else jax.devices())
 
 
 def softclip_cfg(**overrides):

@@ -139,9 +139,8 @@ def describe(config, topology: str) -> dict:
           "image": _tower_name(config.model.image), "text": _tower_name(config.model.text),
           "objective": config.loss.name, "batch": config.train.batch_size,
           "ring_loss": losses.use_chunked(config.loss, config.train.batch_size),
-          "dtype": config.model.dtype, "remat": str(config.model.get("remat", "none")),
-          "scan": bool(config.model.get("scan", False)),
-          "accum_steps": config.train.get("accum_steps", 1)}
+          "dtype": config.model.dtype, "remat": str(config.model.remat),
+          "scan": bool(config.model.scan), "accum_steps": config.train.accum_steps}
 
 
 def analyse(config, topology: str, vocab: int = 49408) -> dict:

@@ -96,7 +96,7 @@ def run(config, steps: int, vocab: int, peak_tflops: float, compile_only: bool =
         "device": jax.devices()[0].device_kind, "devices": devices,
         "mesh": dict(mesh.shape), "image": _tower_name(config.model.image),
         "text": _tower_name(config.model.text), "dtype": config.model.dtype,
-        "remat": str(config.model.get("remat", "none")), "scan": bool(config.model.get("scan")),
+        "remat": str(config.model.remat), "scan": bool(config.model.scan),
         "objective": config.loss.name, "batch": config.train.batch_size,
         "compile_s": round(compile_s, 2),
         "model_tflop_per_step": monitoring.flops_per_sample(config)
