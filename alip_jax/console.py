@@ -1,13 +1,15 @@
 """What the console scripts of pyproject.toml share (`alip-train`, `alip-eval`,
-`alip-demo`): absl's app.run as a script, and the shipped configs."""
+`alip-demo`): absl's app.run as a script, the shipped configs, and logging."""
 
 from __future__ import annotations
 
 import importlib.resources
+import logging
 import os
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 
 def run_absl(main, module_name: str, argv: list[str] | None = None) -> None:
@@ -41,3 +43,9 @@ def with_packaged_config(argv: list[str]) -> list[str]:
         argv[index] = prefix + str(shipped) + colon + variant
     break
   return argv
+
+
+def setup_logging() -> None:
+  """Our INFO lines on stderr; libraries (Orbax is chatty) at WARNING."""
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  logging.getLogger("alip_jax").setLevel(logging.INFO)

@@ -20,7 +20,8 @@ import time
 
 from absl import app, flags
 
-from alip_jax import console, mesh as mesh_lib, train
+import alip_jax
+from alip_jax import console, mesh as mesh_lib, state as state_lib, train
 from alip_jax.configs import demo as demo_configs
 from alip_jax.data import records
 from alip_jax.tools import synthetic, tfds_synthetic
@@ -40,14 +41,15 @@ LABELS = {"clip_raw": "(a) CLIP, raw text only", "clip_caption": "(b) CLIP, capt
           "uniclip": "UniCLIP (reconstructed), two views + both texts"}
 
 
-def gate_auc(result, config) -> dict:
-  """LCG weight AUCs on the training split for a finished ALIP run."""
+def gate_auc(workdir, config) -> dict:
+  """LCG weight AUCs on the training split for a finished ALIP run, read
+  back from its workdir (params and gate means of its last checkpoint)."""
   mesh = mesh_lib.make_mesh(config.mesh)
-  _, encode_text = train.make_encoders(result["model"], mesh)
-  params = result["state"]["params"]
-  files = records.split_files(result["data_dir"], config.data.train_split).files
+  run = alip_jax.load(workdir, mesh=mesh)
+  _, encode_text = state_lib.make_encoders(run.model, mesh)
+  files = records.split_files(config.data.dir, config.data.train_split).files
   weights, _, kinds = gates.lcg_weights(
-      lambda t: encode_text(params, t), files, result["tokenizer"], result["gates"]["h_tc"],
+      lambda t: encode_text(run.params, t), files, run.tokenizer, run.gate_state["h_tc"],
       config.loss.alip.gamma_sample, config.eval.batch_size, mesh_lib.batch_sharding(mesh))
   return {"auc_mismatched": gates.lcg_auc(weights, kinds, "mismatched"),
           "auc_partial": gates.lcg_auc(weights, kinds, "partial"),
@@ -58,7 +60,7 @@ def gate_auc(result, config) -> dict:
 
 def main(argv):
   del argv
-  train.setup_logging()
+  console.setup_logging()
   workdir = os.path.abspath(_WORKDIR.value)
   data_dir, tfds_dir = os.path.join(workdir, "data"), os.path.join(workdir, "tfds")
   start = time.time()
@@ -76,16 +78,17 @@ def main(argv):
     if _STEPS.value:
       config.train.steps = _STEPS.value
     run_start = time.time()
-    result = train.train_and_evaluate(config, os.path.join(workdir, variant))
-    metrics = result["eval"]
-    row = {"variant": variant, "label": label, "steps": result["step"],
+    run_dir = os.path.join(workdir, variant)
+    result = train.train_and_evaluate(config, run_dir)
+    metrics = result.eval
+    row = {"variant": variant, "label": label, "steps": result.step,
            "i2t_R@1": metrics["i2t_R@1"], "t2i_R@1": metrics["t2i_R@1"],
            "i2t_R@10": metrics["i2t_R@10"], "t2i_R@10": metrics["t2i_R@10"],
            "zeroshot_top1": metrics[f"zeroshot/{tfds_synthetic.NAME}/top1"],
            "linear_probe": metrics[f"linear_probe/{tfds_synthetic.NAME}/accuracy"],
            "seconds": round(time.time() - run_start, 1)}
     if variant == "alip":
-      row["gate"] = gate_auc(result, config)
+      row["gate"] = gate_auc(run_dir, config)
     rows.append(row)
 
   total = time.time() - start

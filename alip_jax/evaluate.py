@@ -27,7 +27,7 @@ import jax
 import ml_collections
 
 from alip_jax import config_check, console, fileio, mesh as mesh_lib
-from alip_jax.evaluation import suites, tasks
+from alip_jax.evaluation import evaluators, suites, tasks
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (local or gs://).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Or: a path alip_jax.load reads.")
@@ -56,23 +56,27 @@ _FLICKR30K_DIR = flags.DEFINE_string(
 
 
 def evaluate(model, tasks_to_run, eval_config, data_dir: str | None, data_split: str) -> dict:
-  """{task: metrics} for `model` (an alip_jax.LoadedModel)."""
+  """{task: metrics} for `model` (an alip_jax.LoadedModel), through the
+  trainer's evaluators (evaluation/evaluators.py)."""
+  # The loaded model embeds with its own params, padding to a few bucket sizes.
+  encoders = evaluators.Encoders(image=lambda _, x, n: model.encode_image(x, n),
+                                 text=lambda _, t, n: model.encode_text(t, n))
   results = {}
   for task in tasks_to_run:
     start = time.time()
     if task == "retrieval":
       if not data_dir:
         raise ValueError("retrieval needs --retrieval_data (an ArrayRecord directory)")
-      results["retrieval"] = tasks.run_retrieval(
-          model.encode_image, model.encode_text, model.tokenizer, model.image_size, data_dir,
-          data_split, eval_config.batch_size)
+      retrieval = evaluators.Retrieval.from_split(encoders, data_dir, data_split, model.tokenizer,
+                                                  model.image_size, eval_config.batch_size)
+      results["retrieval"] = {**retrieval.run(model.params),
+                              "skipped_records": retrieval.data.skipped}
     elif task in ("zeroshot", "linear_probe"):
-      found = tasks.run_tfds_tasks(model.encode_image, model.encode_text, eval_config,
-                                   model.image_size, which=(task,))
+      found = evaluators.tfds_evaluators(encoders, eval_config, model.image_size, which=(task,))
       if not found:
         raise ValueError(f"--tasks {task} needs --{task} (e.g. "
                          f"{'cifar10:test' if task == 'zeroshot' else 'cifar10:train:test'})")
-      results.update(found)
+      results.update({ev.key: ev.run(model.params) for ev in found})
     else:
       raise ValueError(f"unknown task {task!r}: use retrieval, zeroshot, linear_probe")
     print(f"{task}: {time.time() - start:.1f} s", flush=True)

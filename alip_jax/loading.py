@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
-import tempfile
 from typing import Any
 
 import jax
@@ -30,14 +28,10 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from alip_jax import config_check, fileio, hub, mesh as mesh_lib
-from alip_jax.data.tokenizer import EOT_ID, HFTokenizer, Tokenizer
+from alip_jax import fileio, hub, mesh as mesh_lib, state as state_lib
+from alip_jax.data.tokenizer import EOT_ID
 from alip_jax.models import clip_weights, open_clip_format, two_towers
 
-log = logging.getLogger(__name__)
-# The trainer copies one into its workdir; our exports hold both (the
-# SentencePiece model is the exact one), transformers' CLIP tokenizer.json.
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
 MIN_BUCKET = 8  # the smallest padded batch the encoders are compiled for
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
@@ -60,8 +54,7 @@ class LoadedModel:
   gate_state: dict | None = None
 
   def __post_init__(self):
-    from alip_jax import train
-    self._encode_image, self._encode_text = train.make_encoders(
+    self._encode_image, self._encode_text = state_lib.make_encoders(
         self.model, self.mesh, self.param_sharding)
     self._ways = mesh_lib.batch_size_divisor(self.mesh)
 
@@ -121,24 +114,10 @@ class LoadedModel:
     return logits / logits.sum(axis=-1, keepdims=True)
 
 
-def _param_sharding(model, image_size: int, context_length: int, mesh):
-  """The training sharding rules applied to `model`'s params on `mesh`
-  (logical axis names from an abstract init)."""
-  from alip_jax import train
-  config = ml_collections.ConfigDict(dict(data=dict(image_size=image_size,
-                                                    context_length=context_length)))
-  boxed = jax.eval_shape(lambda r: train.init_params(model, config, r), jax.random.key(0))
-  return mesh_lib.logical_shardings(boxed, mesh)
-
-
-def _default_mesh():
-  return mesh_lib.make_mesh(dict(data=1), jax.devices()[:1])
-
-
 def load(path: str, step: int | None = None, mesh=None, tokenizer: str | None = None) -> LoadedModel:
   """See the module docstring. `tokenizer` overrides the tokenizer file
   (tokenizer.model for SentencePiece, tokenizer.json for HF BPE)."""
-  mesh = mesh or _default_mesh()
+  mesh = mesh or state_lib.one_device_mesh()
   source = str(path)
   if hub.is_hub_name(path):
     path = hub.download(path)
@@ -149,8 +128,7 @@ def load(path: str, step: int | None = None, mesh=None, tokenizer: str | None = 
       raise ValueError(f"{path} is step {name}, but step={step} was asked for")
     path, step = parent.rsplit("/", 1)[0], int(name)
   if fileio.is_remote(path):
-    config = fileio.read_json(fileio.join(path, "config.json"))
-    return _from_workdir(path, ml_collections.ConfigDict(config), step, tokenizer, mesh)
+    return _from_workdir(path, step, tokenizer, mesh)
   if os.path.isfile(path):
     params, model_cfg, sizes = clip_weights.load_openai(path)
     return _from_weights(params, model_cfg, sizes, tokenizer, mesh, source)
@@ -159,14 +137,15 @@ def load(path: str, step: int | None = None, mesh=None, tokenizer: str | None = 
       raise FileNotFoundError(f"{path} has no config.json (a training workdir, an HF CLIP "
                               f"directory) nor {open_clip_format.CONFIG_FILE} (an open_clip one)")
     params, model_cfg, sizes = open_clip_format.load(path)
-    return _from_weights(params, model_cfg, sizes, tokenizer or find_tokenizer(path), mesh, source)
+    tokenizer = tokenizer or state_lib.find_tokenizer(path)
+    return _from_weights(params, model_cfg, sizes, tokenizer, mesh, source)
   with open(os.path.join(path, "config.json")) as f:
     config = json.load(f)
   if config.get("model_type") == "clip":
     params, model_cfg, sizes = clip_weights.load_hf(path)
-    tokenizer = tokenizer or find_tokenizer(path)
+    tokenizer = tokenizer or state_lib.find_tokenizer(path)
     return _from_weights(params, model_cfg, sizes, tokenizer, mesh, source)
-  return _from_workdir(path, ml_collections.ConfigDict(config), step, tokenizer, mesh)
+  return _from_workdir(path, step, tokenizer, mesh)
 
 
 def training_workdir(path: str) -> str | None:
@@ -182,65 +161,19 @@ def training_workdir(path: str) -> str | None:
   return None
 
 
-def find_tokenizer(directory):
-  """The tokenizer file in `directory`; from a bucket, a local copy of it
-  (SentencePiece and tokenizers read local files)."""
-  found = next((fileio.join(directory, f) for f in TOKENIZER_FILES
-                if fileio.exists(fileio.join(directory, f))), None)
-  if found and fileio.is_remote(found):
-    local = os.path.join(tempfile.mkdtemp(prefix="alip_tokenizer_"), os.path.basename(found))
-    fileio.copy(found, local)
-    return local
-  return found
-
-
-def make_tokenizer(path: str | None, context_length: int):
-  if path is None:
-    raise FileNotFoundError("no tokenizer found: pass tokenizer='…/tokenizer.json' or '…/tokenizer.model'")
-  if path.endswith(".json"):
-    return HFTokenizer(path, context_length)
-  return Tokenizer(path, context_length)
-
-
 def _from_weights(params, model_cfg, sizes, tokenizer_path, mesh, source) -> LoadedModel:
-  tok = make_tokenizer(tokenizer_path, sizes["context_length"])
+  tok = state_lib.make_tokenizer(tokenizer_path, sizes["context_length"])
   # The weights replace the logit scale's initial value.
   model = two_towers.from_config(model_cfg, sizes["vocab_size"], sizes["context_length"],
                                  eot_id=model_cfg.get("eot_id", EOT_ID), logit_scale_init=0.0)
-  sharding = _param_sharding(model, sizes["image_size"], sizes["context_length"], mesh)
+  sharding = state_lib.param_shardings(model, sizes["image_size"], sizes["context_length"], mesh)
   return LoadedModel(model, jax.device_put(params, sharding), model_cfg, tok,
                      sizes["image_size"], mesh, sharding, source=source)
 
 
-def _from_workdir(workdir, config, step, tokenizer_path, mesh) -> LoadedModel:
-  config = config_check.validate(config)  # an older run's config.json: defaults filled in
-  import orbax.checkpoint as ocp
-  from alip_jax import checkpointing, losses, train
-  tok = make_tokenizer(tokenizer_path or find_tokenizer(workdir), config.data.context_length)
-  model = two_towers.from_config(config.model, tok.vocab_size, config.data.context_length,
-                                 eot_id=getattr(tok, "eot_id", config.model.get("eot_id", EOT_ID)),
-                                 **losses.get(config.loss).model_heads)
-  init_state, _, state_sharding = train.build_training(model, config, mesh)
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          jax.eval_shape(init_state, jax.random.key(0)), state_sharding)
-  # Read-only: no checkpoints/ made where there is none, nothing moved.
-  manager = ocp.CheckpointManager(checkpointing.checkpoint_dir(workdir), item_names=("state",),
-                                  options=ocp.CheckpointManagerOptions(create=False))
-
-  def restore_step(candidate):
-    checkpointing.check_shapes(manager, candidate, abstract)
-    with jax.set_mesh(mesh):
-      return manager.restore(candidate, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract)))["state"]
-
-  step, state, skipped = checkpointing.restore_newest_readable(manager, restore_step, step=step)
-  manager.close()
-  if step is None:
-    raise FileNotFoundError(f"{workdir}/checkpoints holds no finished checkpoint")
-  if skipped:
-    log.warning("loaded step %d of %s: newer step(s) %s do not read and were skipped (left in "
-                "place)", step, workdir, skipped)
-  return LoadedModel(model, state["params"], config.model, tok, config.data.image_size, mesh,
-                     state_sharding["params"], step, source=workdir, config=config,
-                     loss_config=config.loss,
-                     gate_state={k: float(v) for k, v in jax.device_get(state["gates"]).items()})
+def _from_workdir(workdir, step, tokenizer_path, mesh) -> LoadedModel:
+  run = state_lib.restore_run(workdir, mesh, step, tokenizer_path)
+  return LoadedModel(run.model, run.state["params"], run.config.model, run.tokenizer,
+                     run.config.data.image_size, mesh, run.spec.sharding["params"], run.step,
+                     source=workdir, config=run.config, loss_config=run.config.loss,
+                     gate_state={k: float(v) for k, v in jax.device_get(run.state["gates"]).items()})

@@ -24,7 +24,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
-  train.setup_logging()
+  console.setup_logging()
   try:
     config = config_check.validate(_CONFIG.value)
   except config_check.ConfigError as e:
@@ -32,7 +32,7 @@ def main(argv):
   distributed.initialize(config)
   result = train.train_and_evaluate(config, _WORKDIR.value)
   if jax.process_index() == 0:
-    print(" ".join(f"{k}={v:.4f}" for k, v in result["eval"].items() if "R@" in k))
+    print(" ".join(f"{k}={v:.4f}" for k, v in result.eval.items() if "R@" in k))
 
 
 def run():

@@ -53,8 +53,7 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "Multi-process: this one's 
 def _main(argv):
   del argv
   import alip_jax
-  from alip_jax import train
-  train.setup_logging()
+  console.setup_logging()
   config = base_config.get_config()
   config.distributed.update(coordinator=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
                             process_id=_PROCESS_ID.value)

@@ -30,7 +30,8 @@
 #   REMOTE_DIR             where the code goes on the workers (default alip_jax).
 #
 # SIGTERM from a maintenance event reaches every process: they agree on a
-# step through Orbax's preemption sync, save it and exit (alip_jax/train.py).
+# step through Orbax's preemption sync, save it and exit
+# (alip_jax/checkpointing/preemption.py).
 set -euo pipefail
 : "${TPU_NAME:?set TPU_NAME, the TPU VM name}"
 : "${ZONE:?set ZONE, e.g. us-west4-a}"

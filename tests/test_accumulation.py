@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from alip_jax import accumulation, losses, mesh as mesh_lib, train
+from alip_jax import accumulation, losses, mesh as mesh_lib, state as state_lib
 from alip_jax.losses.objective import init_gate_state
 from alip_jax.models import two_towers
 from conftest import tiny_config
@@ -16,7 +16,7 @@ def whole_and_accumulated(variant, num_micro, mesh):
   config = tiny_config(variant)
   objective = losses.get(config.loss)
   model = make_model(config)
-  params = nn.unbox(train.init_params(model, config, jax.random.key(0)))
+  params = nn.unbox(state_lib.init_params(model, config, jax.random.key(0)))
   batch = random_batch(config, seed=1)
   images, aug, texts = objective.inputs(batch, jax.random.key(0))
   inputs = {"images": images, "texts": texts, "aug": aug}

@@ -158,8 +158,8 @@ def test_trainer_runs_on_built_data_with_references_for_retrieval(inputs, tmp_pa
   config.data.dir = out
   config.train.steps, config.train.batch_size, config.eval.batch_size = 2, 8, 8
   result = train.train_and_evaluate(config, str(tmp_path / "run"))
-  assert result["step"] == 2 and result["eval"]["num_images"] == 8
-  assert result["eval"]["num_texts"] == 9  # sample 3 has two references
+  assert result.step == 2 and result.eval["num_images"] == 8
+  assert result.eval["num_texts"] == 9  # sample 3 has two references
 
 
 TORCH_PYTHON = os.environ.get("ALIP_TORCH_PYTHON")

@@ -7,9 +7,9 @@ import os
 import jax
 import numpy as np
 
-from alip_jax import checkpointing, mesh as mesh_lib, train
+from alip_jax import checkpointing, mesh as mesh_lib, state as state_lib, step as step_lib, train
 from alip_jax.data import pipeline, records
-from conftest import tiny_config
+from conftest import restore_saved_state, tiny_config
 
 
 def assert_trees_equal(a, b):
@@ -19,8 +19,9 @@ def assert_trees_equal(a, b):
 def test_save_restore_is_exact(tiny_corpus, tmp_path):
   config = tiny_config()
   mesh = mesh_lib.make_mesh(config.mesh)
-  model, tokenizer = train.make_model_and_tokenizer(config, tiny_corpus)
-  init_state, train_step, state_sharding = train.build_training(model, config, mesh)
+  model, tokenizer = state_lib.make_model_and_tokenizer(config, tiny_corpus)
+  spec = state_lib.state_spec(model, config, mesh)
+  train_step = step_lib.jit_train_step(model, config, spec, mesh)
   files = records.split_files(tiny_corpus, "train").files
 
   def data_iter():
@@ -28,7 +29,7 @@ def test_save_restore_is_exact(tiny_corpus, tmp_path):
                                        pipeline.BadRecordCounter(), 0, 1, num_threads=1))
 
   it = data_iter()
-  state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(0))
+  state = spec.initialise(jax.random.key(0))
   for _ in range(2):
     state, _ = train_step(state, pipeline.to_global_batch(next(it), mesh_lib.batch_sharding(mesh)))
   saved = jax.device_get(state)
@@ -40,10 +41,8 @@ def test_save_restore_is_exact(tiny_corpus, tmp_path):
   expected_next = next(it)
 
   fresh_it = data_iter()
-  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          jax.eval_shape(init_state, jax.random.key(0)), state_sharding)
   restored = checkpointing.restore_latest(
-      checkpointing.make_manager(str(tmp_path / "ckpt"), 2), abstract, fresh_it)
+      checkpointing.make_manager(str(tmp_path / "ckpt"), 2), spec.abstract, fresh_it)
   assert_trees_equal(jax.device_get(restored), saved)
   assert restored["params"]["logit_scale"].sharding.is_equivalent_to(
       mesh_lib.replicated(mesh), 0)
@@ -54,15 +53,17 @@ def test_interrupted_run_resumes_to_the_same_state(tiny_corpus, tmp_path):
   config = tiny_config()
   config.data.dir = tiny_corpus
   unbroken = train.train_and_evaluate(config, str(tmp_path / "unbroken"))
+  # The state each run ended with: its last checkpoint (saved at the end).
+  _, unbroken_state = restore_saved_state(str(tmp_path / "unbroken"))
 
   workdir = str(tmp_path / "interrupted")
   first = train.train_and_evaluate(config, workdir, stop_after=4)
-  assert first["step"] == 4 and first["eval"] == {}
+  assert first.step == 4 and first.eval == {} and not first.preempted
   resumed = train.train_and_evaluate(config, workdir)  # same command again
-  assert resumed["step"] == config.train.steps
+  assert resumed.step == config.train.steps
 
-  assert_trees_equal(jax.device_get(resumed["state"]), jax.device_get(unbroken["state"]))
-  assert resumed["eval"] == unbroken["eval"]
+  assert_trees_equal(restore_saved_state(workdir)[1], unbroken_state)
+  assert resumed.eval == unbroken.eval and resumed.gates == unbroken.gates
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     lines = [json.loads(line) for line in f]
   assert [m["step"] for m in lines] == [2, 4, 6]  # 2 and 4 by the first run, 6 after resuming
@@ -73,9 +74,9 @@ def test_interrupted_run_resumes_to_the_same_state(tiny_corpus, tmp_path):
   # and the workers' iterator state resumes in the checkpoint.
   config.data.workers = 2
   workdir = str(tmp_path / "interrupted_with_workers")
-  assert train.train_and_evaluate(config, workdir, stop_after=3)["step"] == 3
-  resumed = train.train_and_evaluate(config, workdir)
-  assert_trees_equal(jax.device_get(resumed["state"]), jax.device_get(unbroken["state"]))
+  assert train.train_and_evaluate(config, workdir, stop_after=3).step == 3
+  train.train_and_evaluate(config, workdir)
+  assert_trees_equal(restore_saved_state(workdir)[1], unbroken_state)
 
 
 def test_retention_keeps_the_newest_and_every_kth(tiny_corpus, tmp_path):

@@ -93,8 +93,8 @@ def test_short_alip_run_learns(tiny_corpus, tmp_path):
   # Chance with 200 test images: R@1 ~0.5 %, R@10 ~5 %. (Seen here: R@1
   # 6 % / 9 %, R@10 46 % / 48 %.)
   for direction in ("i2t", "t2i"):
-    assert result["eval"][f"{direction}_R@1"] > 0.03, result["eval"]
-    assert result["eval"][f"{direction}_R@10"] > 0.25, result["eval"]
+    assert result.eval[f"{direction}_R@1"] > 0.03, result.eval
+    assert result.eval[f"{direction}_R@10"] > 0.25, result.eval
 
 
 @pytest.mark.slow

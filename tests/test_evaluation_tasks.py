@@ -102,7 +102,7 @@ def trained_workdir(tiny_corpus, tfds_dir, tmp_path_factory):
 
 def test_trainer_logs_zeroshot_and_probe(trained_workdir):
   _, result = trained_workdir
-  metrics = result["eval"]
+  metrics = result.eval
   assert metrics["zeroshot/tiny_colors/num_images"] == 37
   assert metrics["zeroshot/tiny_colors/num_classes"] == 3
   assert 0 <= metrics["zeroshot/tiny_colors/top1"] <= 1
@@ -128,7 +128,7 @@ def test_evaluate_cli_writes_exact_counts_and_matches_the_trainer(trained_workdi
   assert zeroshot["num_images"] == 37 and probe["num_train"] + probe["num_val"] == 60
   assert results["retrieval"]["num_images"] == 200
   # The same numbers as the trainer's own evaluation (another batch size).
-  want = result["eval"]
+  want = result.eval
   assert zeroshot["top1"] == pytest.approx(want["zeroshot/tiny_colors/top1"])
   assert results["retrieval"]["i2t_R@5"] == pytest.approx(want["i2t_R@5"])
   assert probe["accuracy"] == pytest.approx(want["linear_probe/tiny_colors/accuracy"], abs=0.03)

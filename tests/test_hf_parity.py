@@ -86,12 +86,12 @@ def test_import_hf_clipmodel(tmp_path, act):
   np.testing.assert_allclose(m.logit_scale * image @ text.T, want["logits_per_image"], atol=1e-4)
   # Fine-tuning from these weights tokenizes with the HF tokenizer and pools
   # at its EOT (not the SentencePiece id 3).
-  from alip_jax import train
+  from alip_jax import state as state_lib
   from conftest import tiny_config
   config = tiny_config()
   config.init_from, config.data.context_length = f"hf:{model_dir}", 16
   config.model.act = act
-  model, tokenizer = train.make_model_and_tokenizer(config, data_dir="/nonexistent")
+  model, tokenizer = state_lib.make_model_and_tokenizer(config, data_dir="/nonexistent")
   assert isinstance(tokenizer, HFTokenizer) and model.text.eot_id == tokenizer.eot_id != 3
   print(f"import {act}: max |Δ| image {np.abs(image - want['image_embeds']).max():.2e} "
         f"text {np.abs(text - want['text_embeds']).max():.2e}")

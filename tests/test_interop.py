@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 import alip_jax
-from alip_jax import hub, train
+from alip_jax import hub, state as state_lib
 from alip_jax.data import tokenizer_json
 from alip_jax.data.tokenizer import Tokenizer
 from alip_jax.losses.contrastive import LOGIT_SCALE_INIT
@@ -333,15 +333,15 @@ def test_init_from_hub_and_sharded_checkpoints(trained, tmp_path, monkeypatch):
   want = jax.device_get(m.params)
   for name in ("hf-hub:alip/tiny-oc", "hf-hub:alip/tiny-hf", f"hf:{hf_export}", f"open_clip:{export}"):
     config.init_from = name
-    model, tokenizer = train.make_model_and_tokenizer(config, data_dir="/nonexistent")
+    model, tokenizer = state_lib.make_model_and_tokenizer(config, data_dir="/nonexistent")
     assert isinstance(tokenizer, Tokenizer) and tokenizer.model_path.endswith("tokenizer.model")
     fresh = jax.tree.map(np.zeros_like, want)
-    got = train.imported_params(config, fresh)
+    got = state_lib.imported_params(config, fresh)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, want)
   os.remove(os.path.join(hf_export, "model-00002-of-00003.safetensors"))
   config.init_from = f"hf:{hf_export}"
   with pytest.raises(FileNotFoundError, match="names the shard model-00002-of-00003.safetensors"):
-    train.imported_params(config, want)
+    state_lib.imported_params(config, want)
 
 
 def test_zoo_aliases():

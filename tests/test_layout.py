@@ -23,9 +23,10 @@ LAYERS = [
                     "alip_jax.config_check", "alip_jax.configs.base")},
     {"data": ("alip_jax.data",), "models": ("alip_jax.models",), "losses": ("alip_jax.losses",)},
     {"tools": ("alip_jax.tools",), "optim": ("alip_jax.optim", "alip_jax.accumulation")},
-    {"state": ("alip_jax.step", "alip_jax.state", "alip_jax.checkpointing")},
+    {"state": ("alip_jax.step", "alip_jax.state", "alip_jax.checkpointing",
+               "alip_jax.downweighted")},  # downweighted: its top-k runs in the step
     {"uses of a model": ("alip_jax.evaluation", "alip_jax.evaluators", "alip_jax.monitoring",
-                         "alip_jax.downweighted", "alip_jax.exporting", "alip_jax.loading",
+                         "alip_jax.exporting", "alip_jax.loading",
                          "alip_jax")},  # the package itself: alip_jax.load, alip_jax.export
     {"train": ("alip_jax.train",)},
     {"commands": ("alip_jax.main", "alip_jax.evaluate", "alip_jax.demo", "alip_jax.score",

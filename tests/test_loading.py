@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 import alip_jax
-from alip_jax import mesh as mesh_lib, train
+from alip_jax import mesh as mesh_lib, state as state_lib, train
 from alip_jax.models import clip_weights, open_clip_format
-from conftest import tiny_config
+from conftest import restore_saved_state, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -25,15 +25,17 @@ def trained(tiny_corpus, tmp_path_factory):
   config.data.dir = data
   config.train.steps, config.train.checkpoint_every = 2, 2
   config.mesh = dict(data=-1)
-  result = train.train_and_evaluate(config, workdir)
+  train.train_and_evaluate(config, workdir)
+  # The trainer's model and tokenizer, and the params it saved at the end.
+  model, tokenizer = state_lib.make_model_and_tokenizer(config, data)
+  params = restore_saved_state(workdir)[1]["params"]
   shutil.rmtree(data)  # load must not need it
   images = np.stack([np.full((32, 32, 3), 40 * i, np.uint8) for i in range(5)])
   texts = ["a red circle", "two blue squares on grass", "x", "", "a very long text " * 20]
   mesh = mesh_lib.make_mesh(dict(data=1), jax.devices()[:1])
-  enc_image, enc_text = train.make_encoders(result["model"], mesh)
-  params = jax.device_get(result["state"]["params"])
+  enc_image, enc_text = state_lib.make_encoders(model, mesh)
   want = (np.asarray(enc_image(params, images)),
-          np.asarray(enc_text(params, result["tokenizer"].encode_batch(texts))))
+          np.asarray(enc_text(params, tokenizer.encode_batch(texts))))
   return workdir, images, texts, want
 
 
@@ -94,8 +96,8 @@ def test_init_from_an_exported_model(trained, tiny_corpus, tmp_path):
   config.train.steps = 1
   config.optim.lr = 0.0  # one step that changes nothing: the params are the import
   config.mesh = dict(fsdp=-1)
-  result = train.train_and_evaluate(config, str(tmp_path / "finetune"))
-  got = jax.device_get(result["state"]["params"])
+  train.train_and_evaluate(config, str(tmp_path / "finetune"))
+  got = restore_saved_state(str(tmp_path / "finetune"))[1]["params"]
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6),
                got, jax.device_get(alip_jax.load(workdir).params))
   config.model.act = "quick_gelu"

@@ -294,7 +294,7 @@ def test_a_new_objective_plugs_in_through_the_table_alone(monkeypatch):
   """Registering a class in `losses.OBJECTIVES` is all a new objective
   takes: the real model builder and train step give it its head, only its
   texts, its loss and its state."""
-  from alip_jax import train
+  from alip_jax import state as state_lib, step as step_lib
   from conftest import tiny_config
   from test_train_step import make_model, random_batch
   monkeypatch.setitem(losses.OBJECTIVES, "caption_match", CaptionMatch)
@@ -302,8 +302,9 @@ def test_a_new_objective_plugs_in_through_the_table_alone(monkeypatch):
   config.loss.name = "caption_match"
   mesh = mesh_lib.make_mesh(dict(data=-1))
   model = make_model(config)
-  init_state, train_step, state_sharding = train.build_training(model, config, mesh)
-  state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(0))
+  spec = state_lib.state_spec(model, config, mesh)
+  train_step = step_lib.jit_train_step(model, config, spec, mesh)
+  state = spec.initialise(jax.random.key(0))
   assert float(state["params"]["logit_bias"]) == 0.5 and int(state["gates"]["steps"]) == 0
   batch = random_batch(config)
   del batch["raw_tokens"]  # not among its texts: the step must not read it

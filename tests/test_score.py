@@ -26,7 +26,7 @@ from test_multihost import free_port
 def run(tiny_corpus, tmp_path_factory):
   """A 2-step ALIP run on the tiny corpus."""
   workdir, config, result = two_step_run(tiny_corpus, tmp_path_factory, mesh=dict(data=-1))
-  return workdir, tiny_corpus, config, result["gates"]
+  return workdir, tiny_corpus, config, result.gates
 
 
 def test_scores_equal_the_train_steps_gate_values(run, tmp_path):

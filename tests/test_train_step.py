@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alip_jax import losses, mesh as mesh_lib, train
+from alip_jax import losses, mesh as mesh_lib, state as state_lib, step as step_lib
 from alip_jax.data.tokenizer import EOT_ID, SOT_ID
 from alip_jax.models import transformer, two_towers
 from conftest import tiny_config
@@ -41,8 +41,9 @@ def make_model(config, vocab=VOCAB):
 def run_steps(config, mesh_sizes, devices, num_steps=2):
   mesh = mesh_lib.make_mesh(mesh_sizes, devices)
   model = make_model(config)
-  init_state, train_step, state_sharding = train.build_training(model, config, mesh)
-  state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(0))
+  spec = state_lib.state_spec(model, config, mesh)
+  train_step = step_lib.jit_train_step(model, config, spec, mesh)
+  state = spec.initialise(jax.random.key(0))
   summaries = []
   with jax.set_mesh(mesh):
     for step in range(num_steps):
@@ -91,7 +92,7 @@ def test_parameter_shardings_follow_the_logical_rules():
   config = tiny_config()
   mesh = mesh_lib.make_mesh(dict(data=2, fsdp=2, model=2))
   model = make_model(config)
-  _, _, sharding = train.build_training(model, config, mesh)
+  sharding = state_lib.state_spec(model, config, mesh).sharding
   params, opt = sharding["params"], sharding["opt"]
   block = params["image"]["encoder"]["block00"]
   spec = lambda s: tuple(s.spec)
@@ -114,7 +115,7 @@ def test_parameter_shardings_follow_the_logical_rules():
     assert tree["image"]["encoder"]["block00"]["mlp"]["fc"]["kernel"] == block["mlp"]["fc"]["kernel"]
   # A dimension an axis does not divide is replicated instead of failing.
   odd = make_model(config, 63)
-  _, _, odd_sharding = train.build_training(odd, config, mesh)
+  odd_sharding = state_lib.state_spec(odd, config, mesh).sharding
   assert spec(odd_sharding["params"]["text"]["token_embedding"]["embedding"]) == (None, "fsdp")
 
 
@@ -133,7 +134,7 @@ def test_scan_and_remat_give_the_same_loss_and_gradients():
     return jax.jit(jax.value_and_grad(loss_fn))(params)
 
   plain = make_model(config)
-  params = nn.unbox(train.init_params(plain, config, jax.random.key(0)))
+  params = nn.unbox(state_lib.init_params(plain, config, jax.random.key(0)))
   want_loss, want_grads = loss_and_grads(plain, params)
   for remat in ("none", "full", "dots"):
     config.model.scan, config.model.remat = True, remat
@@ -143,7 +144,7 @@ def test_scan_and_remat_give_the_same_loss_and_gradients():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
                  transformer.unstack_layers(grads), want_grads)
   # The scanned layout carries the 'layers' axis in its logical names.
-  boxed = jax.eval_shape(lambda r: train.init_params(scanned, config, r), jax.random.key(0))
+  boxed = jax.eval_shape(lambda r: state_lib.init_params(scanned, config, r), jax.random.key(0))
   fc = boxed["image"]["encoder"]["blocks"]["mlp"]["fc"]["kernel"]
   assert fc.names == ("layers", "embed", "mlp") and fc.value.shape[0] == 3
 
@@ -191,14 +192,15 @@ def test_non_finite_step_is_skipped_and_counted():
   config = tiny_config()
   mesh = mesh_lib.make_mesh(dict(data=-1))
   model = make_model(config)
-  init_state, train_step, state_sharding = train.build_training(model, config, mesh)
-  state = jax.device_get(jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(0)))
+  spec = state_lib.state_spec(model, config, mesh)
+  train_step = step_lib.jit_train_step(model, config, spec, mesh)
+  state = jax.device_get(spec.initialise(jax.random.key(0)))
   good_scale = state["params"]["logit_scale"]
   state["params"]["logit_scale"] = np.float32(np.nan)  # poisons the loss and every gradient
   batch = {k: jax.device_put(v, mesh_lib.batch_sharding(mesh))
            for k, v in random_batch(config).items()}
   with jax.set_mesh(mesh):
-    after, summary = train_step(jax.device_put(state, state_sharding), batch)
+    after, summary = train_step(jax.device_put(state, spec.sharding), batch)
   after = jax.device_get(after)
   assert not np.isfinite(summary["loss"])
   assert int(after["step"]) == 1
@@ -207,7 +209,7 @@ def test_non_finite_step_is_skipped_and_counted():
     jax.tree.map(np.testing.assert_array_equal, after[part], state[part])
   after["params"]["logit_scale"] = good_scale
   with jax.set_mesh(mesh):
-    again, summary = train_step(jax.device_put(after, state_sharding), batch)
+    again, summary = train_step(jax.device_put(after, spec.sharding), batch)
   again = jax.device_get(again)
   assert np.isfinite(summary["loss"])
   assert (int(again["skips"]["total"]), int(again["skips"]["consecutive"])) == (1, 0)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from alip_jax import train
+from alip_jax import state as state_lib
 from alip_jax.losses.contrastive import LOGIT_SCALE_INIT
 from alip_jax.models import clip_weights, two_towers
 from alip_jax.models.weight_checks import WeightImportError
@@ -117,7 +117,7 @@ def test_config_and_weights_disagreeing_names_both(hf_dir):
   config.model.image.heads, config.model.text.depth = 4, 2
   with pytest.raises(ValueError, match=rf"config.model.image.heads=4 but hf:{directory} has 2; "
                      rf"config.model.text.depth=2 but hf:{directory} has 1"):
-    train.imported_params(config, {})
+    state_lib.imported_params(config, {})
 
 
 def test_the_tokenizer_a_fine_tune_uses(hf_dir, tmp_path):
@@ -125,15 +125,15 @@ def test_the_tokenizer_a_fine_tune_uses(hf_dir, tmp_path):
   config = tiny_config()
   config.init_from = f"hf:{directory}"
   with pytest.raises(FileNotFoundError, match="holds no tokenizer .* --config.data.tokenizer=FILE"):
-    train.tokenizer_file(config, "/data")
+    state_lib.tokenizer_file(config, "/data")
   config.data.tokenizer = "/elsewhere/tokenizer.model"
-  assert train.tokenizer_file(config, "/data") == "/elsewhere/tokenizer.model"
+  assert state_lib.tokenizer_file(config, "/data") == "/elsewhere/tokenizer.model"
   config.data.tokenizer = ""
   with open(os.path.join(directory, "tokenizer.json"), "w") as f:
     f.write("{}")
-  assert train.tokenizer_file(config, "/data") == os.path.join(directory, "tokenizer.json")
+  assert state_lib.tokenizer_file(config, "/data") == os.path.join(directory, "tokenizer.json")
   config.init_from = ""
-  assert train.tokenizer_file(config, "/data") == "/data/tokenizer.model"
+  assert state_lib.tokenizer_file(config, "/data") == "/data/tokenizer.model"
 
 
 # ---------------------------------------------------------------- TorchScript

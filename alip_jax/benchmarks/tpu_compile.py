@@ -8,7 +8,7 @@
 Needs the `libtpu` package (requirements-test.txt), no TPU: libtpu describes
 the slice (`jax.experimental.topologies.get_topology_desc`) and compiles for
 it on the CPU. The trainer's own pieces — `mesh.make_mesh` over the slice's
-devices, the model, optimiser, loss and `train.build_training`'s jitted step
+devices, the model, optimiser, loss and `step.jit_train_step`
 with its shardings from the logical rules — are lowered with abstract
 inputs (`jax.ShapeDtypeStruct`s with shardings: no data, no weights) and
 compiled ahead of time. Reported, as one JSON line appended to --out and a
@@ -52,7 +52,8 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 
-from alip_jax import accelerators, losses, mesh as mesh_lib, monitoring, train
+from alip_jax import (accelerators, losses, mesh as mesh_lib, monitoring, state as state_lib,
+                      step as step_lib)
 from alip_jax.data.tokenizer import EOT_ID
 from alip_jax.losses import chunked
 from alip_jax.models import two_towers
@@ -104,11 +105,11 @@ def lower_train_step(config, devices, vocab: int):
   model = two_towers.from_config(config.model, vocab, config.data.context_length, eot_id=EOT_ID,
                                  **losses.get(config.loss).model_heads)
   # Outside the mesh context: compile-only devices cannot run the PRNG key.
-  init_state, train_step, state_sharding = train.build_training(model, config, mesh)
-  state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                       jax.eval_shape(init_state, jax.random.key(0)), state_sharding)
+  spec = state_lib.state_spec(model, config, mesh)
+  train_step = step_lib.jit_train_step(model, config, spec, mesh)
   with jax.set_mesh(mesh):  # the ring loss's shard_map runs over it
-    return train_step.lower(state, abstract_batch(config, mesh_lib.batch_sharding(mesh))), mesh
+    batch = abstract_batch(config, mesh_lib.batch_sharding(mesh))
+    return train_step.lower(spec.abstract, batch), mesh
 
 
 def count_collectives(hlo_text: str) -> dict:

@@ -3,7 +3,7 @@
   python -m alip_jax.benchmarks.train_step --config configs/alip_yfcc15m.py:B/16 \
       --config.train.batch_size=1024 --steps 20
 
-Runs the real jitted ALIP train step (the trainer's `build_training`) on a
+Runs the real jitted ALIP train step (`state.state_spec` and `step.jit_train_step`, as the trainer) on a
 random batch already on the devices, so it measures the model, loss and
 optimiser, not the input pipeline. Prints one JSON line:
 
@@ -33,7 +33,7 @@ import jax
 import numpy as np
 from ml_collections import config_flags
 
-from alip_jax import losses, mesh as mesh_lib, monitoring, train
+from alip_jax import losses, mesh as mesh_lib, monitoring, state as state_lib, step as step_lib
 from alip_jax.data.tokenizer import EOT_ID
 from alip_jax.losses import uniclip
 from alip_jax.models import two_towers
@@ -86,8 +86,9 @@ def run(config, steps: int, vocab: int, peak_tflops: float, compile_only: bool =
   model = two_towers.from_config(config.model, vocab, config.data.context_length, eot_id=EOT_ID,
                                  **losses.get(config.loss).model_heads)
   with jax.set_mesh(mesh):
-    init_state, train_step, state_sharding = train.build_training(model, config, mesh)
-    state = jax.jit(init_state, out_shardings=state_sharding)(jax.random.key(0))
+    spec = state_lib.state_spec(model, config, mesh)
+    train_step = step_lib.jit_train_step(model, config, spec, mesh)
+    state = spec.initialise(jax.random.key(0))
     batch = random_batch(config, vocab, mesh_lib.batch_sharding(mesh))
     start = time.perf_counter()
     compiled = train_step.lower(state, batch).compile()

@@ -119,13 +119,3 @@ def retrieval_metrics(image_emb: np.ndarray, text_emb: np.ndarray, text_image: n
   for k, v in recall_at_k(similarity.T, positive.T, ks).items():
     metrics[f"t2i_R@{k}"] = v
   return metrics
-
-
-def evaluate(encode_image, encode_text, data: RetrievalSet, batch_size: int,
-             sharding) -> dict:
-  """encode_*: jitted functions of one padded batch → normalised embeddings."""
-  image_emb = embed_in_batches(encode_image, data.images, batch_size, sharding, "images")
-  text_emb = embed_in_batches(encode_text, data.texts, batch_size, sharding, "texts")
-  metrics = retrieval_metrics(image_emb, text_emb, data.text_image, data.image_group)
-  metrics.update(num_images=len(data.images), num_texts=len(data.texts))
-  return metrics

@@ -1,5 +1,6 @@
-"""The evaluation tasks on whole datasets, shared by `python -m
-alip_jax.evaluate` and the trainer's periodic evaluation.
+"""Zero-shot classification and the linear probe on TFDS datasets, run by
+the evaluators (evaluation/evaluators.py) of `python -m alip_jax.evaluate`
+and of the trainer's periodic evaluation; and the CLI's markdown table.
 
 Each task takes host-side encoders (numpy in, L2-normalised numpy out, any
 batch size) and returns a flat dict of numbers.
@@ -11,24 +12,9 @@ import logging
 
 import numpy as np
 
-from alip_jax.data import records
-from alip_jax.evaluation import classification, prompts, retrieval, tfds_sources
+from alip_jax.evaluation import classification, prompts, tfds_sources
 
 log = logging.getLogger(__name__)
-
-
-def run_retrieval(encode_image, encode_text, tokenizer, image_size: int, data_dir: str,
-                  split: str, batch_size: int) -> dict:
-  """R@1/5/10 both ways on our ArrayRecord retrieval split (image + its
-  reference captions)."""
-  data = retrieval.load_retrieval_set(records.split_files(data_dir, split).files, tokenizer,
-                                      image_size)
-  image_emb = encode_image(data.images, batch_size)
-  text_emb = encode_text(data.texts, batch_size)
-  metrics = retrieval.retrieval_metrics(image_emb, text_emb, data.text_image, data.image_group)
-  metrics.update(num_images=len(data.images), num_texts=len(data.texts),
-                 skipped_records=data.skipped)
-  return metrics
 
 
 def classnames_for(source: tfds_sources.ClassificationSource, classnames_file: str = "") -> list[str]:
@@ -89,33 +75,6 @@ def run_linear_probe(encode_image, spec: str, image_size: int, batch_size: int,
   val, fit = order[:num_val], order[num_val:]
   return classification.linear_probe(train_x[fit], train_y[fit], train_x[val], train_y[val],
                                      test_x, test_y, len(train.classnames))
-
-
-def run_tfds_tasks(encode_image, encode_text, eval_config, image_size: int,
-                   which=("zeroshot", "linear_probe")) -> dict:
-  """{'zeroshot/<spec>' | 'linear_probe/<spec>': metrics} for the specs that
-  `eval_config` (config.eval) lists under the tasks in `which`."""
-  results = {}
-  get = eval_config.get
-  for spec in filter(None, get("zeroshot", "").split(",") if "zeroshot" in which else []):
-    results[f"zeroshot/{spec}"] = run_zeroshot(
-        encode_image, encode_text, spec, image_size, eval_config.batch_size,
-        get("tfds_data_dir", ""), get("classnames", ""), get("templates", ""),
-        get("max_items", 0))
-  for spec in filter(None, get("linear_probe", "").split(",") if "linear_probe" in which else []):
-    results[f"linear_probe/{spec}"] = run_linear_probe(
-        encode_image, spec, image_size, eval_config.batch_size, get("tfds_data_dir", ""),
-        max_items=get("max_items", 0))
-  return results
-
-
-def run_configured(encode_image, encode_text, eval_config, image_size: int) -> dict:
-  """run_tfds_tasks as flat 'zeroshot/<name>/<metric>' keys (the trainer's
-  eval.json and TensorBoard tags)."""
-  return {f"{task.split(':')[0]}/{metric}": value
-          for task, metrics in run_tfds_tasks(encode_image, encode_text, eval_config,
-                                              image_size).items()
-          for metric, value in metrics.items()}
 
 
 def markdown_table(results: dict) -> str:

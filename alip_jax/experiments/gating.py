@@ -27,7 +27,7 @@ import time
 from absl import app, flags
 
 import alip_jax
-from alip_jax import train
+from alip_jax import console, train
 from alip_jax.configs import demo as demo_configs
 from alip_jax.curation import filtering, scoring
 from alip_jax.data import records
@@ -70,8 +70,8 @@ def run_row(workdir, name, variant, overrides, data_dir, synthetic):
   suffix = f"_x{_STEPS_FACTOR.value}" if _STEPS_FACTOR.value > 1 else ""
   start = time.time()
   result = train.train_and_evaluate(config, os.path.join(workdir, name + suffix))
-  metrics = result["eval"]
-  return {"steps": result["step"], "seconds": round(time.time() - start, 1),
+  metrics = result.eval
+  return {"steps": result.step, "seconds": round(time.time() - start, 1),
           **{k: metrics[k] for k in ("i2t_R@1", "t2i_R@1", "i2t_R@10", "t2i_R@10")}}
 
 
@@ -134,7 +134,7 @@ def ablation_table(workdir, rows):
 
 def main(argv):
   del argv
-  train.setup_logging()
+  console.setup_logging()
   workdir = os.path.abspath(_WORKDIR.value)
   table = FILTERING if _TABLE.value == "filtering" else ABLATION
   rows = _ROWS.value or list(table)
