@@ -30,7 +30,7 @@ from PIL import Image
 
 from alip_jax import fileio, hub, mesh as mesh_lib, state as state_lib
 from alip_jax.data.tokenizer import EOT_ID
-from alip_jax.models import clip_weights, open_clip_format, two_towers
+from alip_jax.models import clip_weights, open_clip_format, openai_weights, two_towers
 
 MIN_BUCKET = 8  # the smallest padded batch the encoders are compiled for
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
@@ -130,7 +130,7 @@ def load(path: str, step: int | None = None, mesh=None, tokenizer: str | None = 
   if fileio.is_remote(path):
     return _from_workdir(path, step, tokenizer, mesh)
   if os.path.isfile(path):
-    params, model_cfg, sizes = clip_weights.load_openai(path)
+    params, model_cfg, sizes = openai_weights.load_openai(path)
     return _from_weights(params, model_cfg, sizes, tokenizer, mesh, source)
   if not os.path.exists(os.path.join(path, "config.json")):
     if not os.path.exists(os.path.join(path, open_clip_format.CONFIG_FILE)):

@@ -11,7 +11,7 @@ from PIL import Image
 
 import alip_jax
 from alip_jax import mesh as mesh_lib, state as state_lib, train
-from alip_jax.models import clip_weights, open_clip_format
+from alip_jax.models import clip_weights, open_clip_format, openai_weights
 from conftest import restore_saved_state, tiny_config
 
 
@@ -80,7 +80,7 @@ def test_openai_layout_import(trained, tmp_path):
   from safetensors.numpy import save_file
   path = str(tmp_path / "openai.safetensors")
   save_file(sd, path)
-  params, model_cfg, sizes = clip_weights.load_openai(path, act="gelu", eot_id=3, head_width=16)
+  params, model_cfg, sizes = openai_weights.load_openai(path, act="gelu", eot_id=3, head_width=16)
   assert dict(model_cfg.image) == dict(patch_size=8, width=32, depth=1, heads=2)
   assert sizes == dict(vocab_size=m.tokenizer.vocab_size, context_length=32, image_size=32)
   jax.tree.map(np.testing.assert_array_equal, params, jax.device_get(m.params))

@@ -19,7 +19,7 @@ from safetensors.numpy import load_file, save_file
 
 from alip_jax import state as state_lib
 from alip_jax.losses.contrastive import LOGIT_SCALE_INIT
-from alip_jax.models import clip_weights, two_towers
+from alip_jax.models import clip_weights, openai_weights, two_towers
 from alip_jax.models.weight_checks import WeightImportError
 from conftest import tiny_config
 
@@ -181,7 +181,7 @@ def test_openai_torchscript_archive_imports(tmp_path, monkeypatch):
                        capture_output=True, text=True, timeout=300)
   assert run.returncode == 0, run.stderr[-3000:]
   monkeypatch.setenv("ALIP_TORCH_PYTHON", TORCH_PYTHON)
-  loaded, model_cfg, sizes = clip_weights.load_openai(script, act="gelu", eot_id=3, head_width=16)
+  loaded, model_cfg, sizes = openai_weights.load_openai(script, act="gelu", eot_id=3, head_width=16)
   assert sizes == dict(vocab_size=VOCAB, context_length=LENGTH, image_size=SIZE)
   # fp16 in the file: equal after the same rounding.
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b.astype(np.float16).astype(np.float32)),

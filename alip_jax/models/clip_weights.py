@@ -95,18 +95,20 @@ def hf_model_config(hf: dict) -> tuple[ml_collections.ConfigDict, dict]:
                      image_size=vision["image_size"])
 
 
-def _heads(weight, bias, heads):
+def attention_in(weight, bias, heads):
   """Torch q/k/v Linear → DenseGeneral kernel [w, heads, hd], bias [heads, hd]."""
   width = weight.shape[1]
   return {"kernel": weight.T.reshape(width, heads, -1), "bias": bias.reshape(heads, -1)}
 
 
-def _out(weight, bias, heads):
+def attention_out(weight, bias, heads):
+  """Torch out_proj Linear → DenseGeneral kernel [heads, hd, w], bias [w]."""
   width = weight.shape[0]
   return {"kernel": weight.T.reshape(heads, -1, width), "bias": bias}
 
 
-def _ln(sd, name):
+def layer_norm(sd, name):
+  """Torch LayerNorm `name` → Flax {scale, bias}."""
   return {"scale": sd[f"{name}.weight"], "bias": sd[f"{name}.bias"]}
 
 
@@ -114,11 +116,14 @@ def _hf_blocks(sd, prefix, depth, heads):
   blocks = {}
   for i in range(depth):
     p = f"{prefix}.encoder.layers.{i}"
-    attn = {n: _heads(sd[f"{p}.self_attn.{t}_proj.weight"], sd[f"{p}.self_attn.{t}_proj.bias"], heads)
+    attn = {n: attention_in(sd[f"{p}.self_attn.{t}_proj.weight"],
+                            sd[f"{p}.self_attn.{t}_proj.bias"], heads)
             for n, t in (("query", "q"), ("key", "k"), ("value", "v"))}
-    attn["out"] = _out(sd[f"{p}.self_attn.out_proj.weight"], sd[f"{p}.self_attn.out_proj.bias"], heads)
+    attn["out"] = attention_out(sd[f"{p}.self_attn.out_proj.weight"],
+                                sd[f"{p}.self_attn.out_proj.bias"], heads)
     blocks[f"block{i:02d}"] = {
-        "ln_1": _ln(sd, f"{p}.layer_norm1"), "attn": attn, "ln_2": _ln(sd, f"{p}.layer_norm2"),
+        "ln_1": layer_norm(sd, f"{p}.layer_norm1"), "attn": attn,
+        "ln_2": layer_norm(sd, f"{p}.layer_norm2"),
         "mlp": {"fc": {"kernel": sd[f"{p}.mlp.fc1.weight"].T, "bias": sd[f"{p}.mlp.fc1.bias"]},
                 "proj": {"kernel": sd[f"{p}.mlp.fc2.weight"].T, "bias": sd[f"{p}.mlp.fc2.bias"]}}}
   return blocks
@@ -134,15 +139,15 @@ def params_from_hf(sd: dict, model_cfg) -> dict:
           "patch_embed": {"kernel": sd[f"{v}.embeddings.patch_embedding.weight"].transpose(2, 3, 1, 0)},
           "cls_token": sd[f"{v}.embeddings.class_embedding"],
           "pos_embedding": sd[f"{v}.embeddings.position_embedding.weight"],
-          "ln_pre": _ln(sd, f"{v}.pre_layrnorm"),
+          "ln_pre": layer_norm(sd, f"{v}.pre_layrnorm"),
           "encoder": _hf_blocks(sd, v, image.depth, image.heads),
-          "ln_post": _ln(sd, f"{v}.post_layernorm"),
+          "ln_post": layer_norm(sd, f"{v}.post_layernorm"),
           "proj": {"kernel": sd["visual_projection.weight"].T}},
       "text": {
           "token_embedding": {"embedding": sd[f"{t}.embeddings.token_embedding.weight"]},
           "pos_embedding": sd[f"{t}.embeddings.position_embedding.weight"],
           "encoder": _hf_blocks(sd, t, text.depth, text.heads),
-          "ln_final": _ln(sd, f"{t}.final_layer_norm"),
+          "ln_final": layer_norm(sd, f"{t}.final_layer_norm"),
           "proj": {"kernel": sd["text_projection.weight"].T}},
   }
 
@@ -245,65 +250,3 @@ def export_hf(params, model_cfg, vocab_size: int, context_length: int, image_siz
 def jax_to_numpy(tree):
   import jax
   return jax.tree.map(lambda x: np.asarray(x, np.float32), tree)
-
-
-# ---------------------------------------------------------------- OpenAI / open_clip
-
-def _openai_blocks(sd, prefix, heads):
-  head = f"{prefix}.resblocks."
-  depth = len({k[len(head):].split(".")[0] for k in sd if k.startswith(head)})
-  blocks = {}
-  for i in range(depth):
-    p = f"{prefix}.resblocks.{i}"
-    qkv_w = np.split(sd[f"{p}.attn.in_proj_weight"], 3)
-    qkv_b = np.split(sd[f"{p}.attn.in_proj_bias"], 3)
-    attn = {n: _heads(w, b, heads) for n, w, b in zip(("query", "key", "value"), qkv_w, qkv_b)}
-    attn["out"] = _out(sd[f"{p}.attn.out_proj.weight"], sd[f"{p}.attn.out_proj.bias"], heads)
-    blocks[f"block{i:02d}"] = {
-        "ln_1": _ln(sd, f"{p}.ln_1"), "attn": attn, "ln_2": _ln(sd, f"{p}.ln_2"),
-        "mlp": {"fc": {"kernel": sd[f"{p}.mlp.c_fc.weight"].T, "bias": sd[f"{p}.mlp.c_fc.bias"]},
-                "proj": {"kernel": sd[f"{p}.mlp.c_proj.weight"].T, "bias": sd[f"{p}.mlp.c_proj.bias"]}}}
-  return blocks, depth
-
-
-def load_openai(path: str, act: str = "quick_gelu", eot_id: int = 49407, head_width: int = 64,
-                strict: bool = True):
-  """An OpenAI CLIP / open_clip ViT state dict (file or directory) → (params,
-  model config, sizes). Sizes are read off the shapes, as open_clip's
-  `build_model_from_openai_state_dict` does; heads = width / `head_width`
-  (64 in every OpenAI and open_clip ViT). OpenAI weights use QuickGELU;
-  open_clip's non-OpenAI models (and ALIP) use GELU: pass `act`."""
-  sd = weight_checks.TrackedStateDict(read_state_dict(path), path)
-  width = sd["visual.conv1.weight"].shape[0]
-  patch = sd["visual.conv1.weight"].shape[-1]
-  grid = int(round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5))
-  text_width = sd["ln_final.weight"].shape[0]
-  image_blocks, image_depth = _openai_blocks(sd, "visual.transformer", width // head_width)
-  text_blocks, text_depth = _openai_blocks(sd, "transformer", text_width // head_width)
-  model_cfg = ml_collections.ConfigDict(dict(
-      image=dict(patch_size=patch, width=width, depth=image_depth, heads=width // head_width),
-      text=dict(width=text_width, depth=text_depth, heads=text_width // head_width),
-      embed_dim=sd["text_projection"].shape[1], dtype="float32", remat="none", scan=False,
-      act=act, attention="", eot_id=eot_id))
-  params = {
-      "logit_scale": np.asarray(sd["logit_scale"], np.float32).reshape(()),
-      "image": {
-          "patch_embed": {"kernel": sd["visual.conv1.weight"].transpose(2, 3, 1, 0)},
-          "cls_token": sd["visual.class_embedding"],
-          "pos_embedding": sd["visual.positional_embedding"],
-          "ln_pre": _ln(sd, "visual.ln_pre"), "encoder": image_blocks,
-          "ln_post": _ln(sd, "visual.ln_post"),
-          "proj": {"kernel": sd["visual.proj"]}},  # already [width, embed]
-      "text": {
-          "token_embedding": {"embedding": sd["token_embedding.weight"]},
-          "pos_embedding": sd["positional_embedding"],
-          "encoder": text_blocks, "ln_final": _ln(sd, "ln_final"),
-          "proj": {"kernel": sd["text_projection"]}},
-  }
-  if "logit_bias" in sd:  # a SigLIP head (open_clip's SigLIP models, our SigLIP exports)
-    params["logit_bias"] = np.asarray(sd["logit_bias"], np.float32).reshape(())
-  sizes = dict(vocab_size=sd["token_embedding.weight"].shape[0],
-               context_length=sd["positional_embedding"].shape[0], image_size=grid * patch)
-  weight_checks.check_consumed(sd, strict)
-  weight_checks.check_filled(params, model_cfg, sizes, path)
-  return params, model_cfg, sizes

@@ -19,7 +19,7 @@ import os
 import ml_collections
 import numpy as np
 
-from alip_jax.models import clip_weights, transformer, two_towers, zoo
+from alip_jax.models import clip_weights, openai_weights, transformer, two_towers, zoo
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
@@ -114,7 +114,7 @@ def _set_heads(encoder, heads: int):
 
 def load(directory: str):
   """An open_clip model directory (ours, or any standard-ViT open_clip
-  model) → (params, model config, sizes) as `clip_weights.load_openai`."""
+  model) → (params, model config, sizes) as `openai_weights.load_openai`."""
   with open(os.path.join(directory, CONFIG_FILE)) as f:
     cfg = json.load(f)["model_cfg"]
   vision, text = cfg["vision_cfg"], cfg["text_cfg"]
@@ -129,7 +129,7 @@ def load(directory: str):
   vocab = int(text.get("vocab_size", 49408))
   # 'argmax' pooling (open_clip's default) pools at the highest id: CLIP's EOT.
   eot = int(text["eos_id"]) if text.get("pool_type") == "eos" else vocab - 1
-  params, model_cfg, sizes = clip_weights.load_openai(
+  params, model_cfg, sizes = openai_weights.load_openai(
       weights, act="quick_gelu" if cfg.get("quick_gelu") else "gelu", eot_id=eot,
       head_width=vision.get("head_width", 64))
   text_heads = int(text.get("heads", 8))

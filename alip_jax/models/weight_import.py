@@ -14,7 +14,7 @@ import logging
 import jax
 import numpy as np
 
-from alip_jax.models import clip_weights, open_clip_format, transformer, zoo
+from alip_jax.models import clip_weights, open_clip_format, openai_weights, transformer, zoo
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def read(kind: str, path: str, act: str, strict: bool):
   elif kind == "open_clip":
     imported, model_cfg, _ = open_clip_format.load(path)
   elif kind == "openai":
-    imported, model_cfg, _ = clip_weights.load_openai(path, act=act, strict=strict)
+    imported, model_cfg, _ = openai_weights.load_openai(path, act=act, strict=strict)
   else:
     raise ValueError(f"unknown weight format {kind!r}: use 'hf', 'open_clip' or 'openai'")
   return imported, model_cfg

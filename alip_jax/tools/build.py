@@ -32,19 +32,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import importlib.resources
-import itertools
 import json
 import logging
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
 
 from alip_jax.data import web
 from alip_jax.data.records import shard_name
+from alip_jax.tools import caption
 from alip_jax.tools.manifest import (check_out, describe_files, identity, join, open_any,
                                      read_bytes, read_json, sha256, write_bytes, write_json)
 from alip_jax.tools.inputs import BadInputError, Columns, Limits, check_table
@@ -237,28 +235,6 @@ def make_tokenizer(options: BuildOptions, tokenizer: str | None, vocab_size: int
   return {"sha256": hashlib.sha256(data).hexdigest(), "trained_on": options.split}
 
 
-def run_captioner(args, out: str) -> str:
-  """Runs alip_jax.tools.caption over the inputs in `args.captioner_python`
-  (torch lives in another venv than JAX); returns its captions file."""
-  os.makedirs(args.out, exist_ok=True)
-  command = [args.captioner_python, "-m", "alip_jax.tools.caption", "--model", args.captioner,
-             "--out", out, "--image_column", args.image_column, "--key_column", args.key_column,
-             *itertools.chain.from_iterable(("--input", i) for i in args.input),
-             *args.captioner_args.split()]
-  # That Python imports alip_jax through a directory holding only a link to
-  # the package: the package's parent may be a site-packages whose compiled
-  # modules belong to this Python.
-  with tempfile.TemporaryDirectory(prefix="alip_jax_path_") as path_dir:
-    os.symlink(str(importlib.resources.files("alip_jax")), os.path.join(path_dir, "alip_jax"))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [path_dir, os.environ.get(
-        "PYTHONPATH")]))}
-    returncode = subprocess.run(command, env=env).returncode
-  if returncode != 0:
-    raise RuntimeError(f"the captioner failed: {' '.join(command)} (it needs torch and "
-                       f"transformers: set --captioner_python to a Python that has them)")
-  return out
-
-
 def main(argv=None):
   parser = argparse.ArgumentParser(
       description=__doc__.split("\n")[0],
@@ -297,8 +273,12 @@ def main(argv=None):
     options.validate()
     pipeline_options(beam_args)
     if args.captioner:
-      caption_files.append(run_captioner(args, os.path.join(args.out,
-                                                            f"captions-{args.split}.jsonl")))
+      os.makedirs(args.out, exist_ok=True)
+      caption_files.append(caption.run_in_python(
+          args.captioner_python, args.captioner, args.input,
+          os.path.join(args.out, f"captions-{args.split}.jsonl"),
+          ["--image_column", args.image_column, "--key_column", args.key_column,
+           *args.captioner_args.split()]))
     stats = build(args.input, options, caption_files, beam_args, args.tokenizer,
                   args.vocab_size, args.overwrite)
   except (ValueError, FileExistsError, FileNotFoundError) as e:

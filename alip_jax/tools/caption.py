@@ -20,8 +20,12 @@ venv of requirements-torch.txt. It imports no JAX.
 from __future__ import annotations
 
 import argparse
+import importlib.resources
+import itertools
 import json
 import os
+import subprocess
+import tempfile
 import time
 
 from alip_jax import progress
@@ -102,6 +106,26 @@ def run(model_dir: str, inputs: list[str], out: str, columns: Columns = Columns(
     if keys:
       flush()
   return {**counts, "seconds": round(time.time() - start, 1)}
+
+
+def run_in_python(python: str, model_dir: str, inputs: list[str], out: str,
+                  extra_args: list[str] = ()) -> str:
+  """Runs this module in `python` (torch lives in another venv than JAX, so
+  the builder captions through a subprocess); returns the captions file."""
+  command = [python, "-m", "alip_jax.tools.caption", "--model", model_dir, "--out", out,
+             *itertools.chain.from_iterable(("--input", i) for i in inputs), *extra_args]
+  # That Python imports alip_jax through a directory holding only a link to
+  # the package: the package's parent may be a site-packages whose compiled
+  # modules belong to this Python.
+  with tempfile.TemporaryDirectory(prefix="alip_jax_path_") as path_dir:
+    os.symlink(str(importlib.resources.files("alip_jax")), os.path.join(path_dir, "alip_jax"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [path_dir, os.environ.get(
+        "PYTHONPATH")]))}
+    returncode = subprocess.run(command, env=env).returncode
+  if returncode != 0:
+    raise RuntimeError(f"the captioner failed: {' '.join(command)} (it needs torch and "
+                       f"transformers: set --captioner_python to a Python that has them)")
+  return out
 
 
 def main(argv=None):
