@@ -20,7 +20,7 @@ PACKAGE = os.path.join(ROOT, "alip_jax")
 LAYERS = [
     {"foundation": ("alip_jax.fileio", "alip_jax.mesh", "alip_jax.console", "alip_jax.progress",
                     "alip_jax.accelerators", "alip_jax.distributed", "alip_jax.hub",
-                    "alip_jax.config_check", "alip_jax.configs.base")},
+                    "alip_jax.config_check", "alip_jax.configs.base", "alip_jax.phase_times")},
     {"data": ("alip_jax.data",), "models": ("alip_jax.models",), "losses": ("alip_jax.losses",)},
     {"tools": ("alip_jax.tools",), "optim": ("alip_jax.optim", "alip_jax.accumulation")},
     {"state": ("alip_jax.step", "alip_jax.state", "alip_jax.checkpointing",
@@ -56,7 +56,10 @@ def place(module):
   for index, groups in enumerate(LAYERS):
     for group, prefixes in groups.items():
       for prefix in prefixes:
-        if (module == prefix or module.startswith(prefix + ".")) and (
+        # "alip_jax" is the package's own __init__ only: a new top-level
+        # module must be placed in a layer, not fall into this one.
+        inside = prefix != "alip_jax" and module.startswith(prefix + ".")
+        if (module == prefix or inside) and (
             best is None or len(prefix) > best[0]):
           best = (len(prefix), index, group)
   return best and best[1:]
