@@ -10,6 +10,13 @@ labelled by the colour of their largest object, read as a TFDS data source:
 alip_jax/tools/tfds_synthetic.py); and for ALIP the ROC AUC of its sample gate
 (LCG weight) at telling mismatched raw texts from matched ones on the
 training data. Re-running resumes/reuses finished runs.
+
+At the end it prints each row's wall time and where the time went, phase by
+phase (start-up, compile, steps, loader wait, checkpoint, eval): wall, CPU
+user and kernel time, minor page faults (alip_jax/phase_times.py; also in
+results.json). JAX's persistent compilation cache in <workdir>/xla_cache
+lets the rows share the programs they have in common (the evaluation
+encoders) and a re-run compile nothing.
 """
 
 from __future__ import annotations
@@ -19,9 +26,10 @@ import os
 import time
 
 from absl import app, flags
+import jax
 
 import alip_jax
-from alip_jax import console, mesh as mesh_lib, state as state_lib, train
+from alip_jax import console, mesh as mesh_lib, phase_times, state as state_lib, train
 from alip_jax.configs import demo as demo_configs
 from alip_jax.data import records
 from alip_jax.tools import synthetic, tfds_synthetic
@@ -33,6 +41,9 @@ _VARIANTS = flags.DEFINE_list(
     "variants", "clip_raw,clip_caption,bipath,alip",
     "Rows to run (configs/demo.py variants); the default is the README's table. "
     "Also: siglip, softclip, mix, uniclip.")
+_CACHE = flags.DEFINE_string(
+    "compilation_cache", "xla_cache",
+    "JAX's persistent compilation cache, relative to --workdir ('' = none).")
 
 LABELS = {"clip_raw": "(a) CLIP, raw text only", "clip_caption": "(b) CLIP, captions only",
           "bipath": "(c) raw + caption, no gates", "alip": "(d) ALIP",
@@ -63,15 +74,20 @@ def main(argv):
   console.setup_logging()
   workdir = os.path.abspath(_WORKDIR.value)
   data_dir, tfds_dir = os.path.join(workdir, "data"), os.path.join(workdir, "tfds")
+  if _CACHE.value:
+    jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, _CACHE.value))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   start = time.time()
+  phases = phase_times.PhaseTimes()
   rows = []
   for variant in _VARIANTS.value:
     label = LABELS.get(variant, variant)
     config = demo_configs.get_config(variant)
     config.data.dir = data_dir
     if not rows:  # the corpus, then its held-out images as a TFDS set
-      synthetic.prepare(config, workdir)
-      tfds_synthetic.prepare(data_dir, tfds_dir)
+      with phases.measure("corpus"):
+        synthetic.prepare(config, workdir)
+        tfds_synthetic.prepare(data_dir, tfds_dir)
     config.eval.zeroshot = f"{tfds_synthetic.NAME}:test"
     config.eval.linear_probe = f"{tfds_synthetic.NAME}:train:test"
     config.eval.tfds_data_dir = tfds_dir
@@ -86,9 +102,12 @@ def main(argv):
            "i2t_R@10": metrics["i2t_R@10"], "t2i_R@10": metrics["t2i_R@10"],
            "zeroshot_top1": metrics[f"zeroshot/{tfds_synthetic.NAME}/top1"],
            "linear_probe": metrics[f"linear_probe/{tfds_synthetic.NAME}/accuracy"],
-           "seconds": round(time.time() - run_start, 1)}
+           "phases": result.phases}
+    phases.add_dict(result.phases)
     if variant == "alip":
-      row["gate"] = gate_auc(run_dir, config)
+      with phases.measure("gate AUC"):
+        row["gate"] = gate_auc(run_dir, config)
+    row["seconds"] = round(time.time() - run_start, 1)
     rows.append(row)
 
   total = time.time() - start
@@ -107,13 +126,17 @@ def main(argv):
             f"{demo_configs.get_config().seed}, per row; retrieval: test split, clean captions; "
             f"zero-shot / probe: {tfds_synthetic.NAME} (6 colours); "
             f"total wall time {total / 60:.1f} min")
-  print("\n" + table + "\n\n" + footer)
+  timing = ("wall time per row: " + ", ".join(
+      f"{row['variant']} {row['seconds']:.0f} s" for row in rows) + "\n\nwhere it went (all "
+      "rows; CPU time of all threads):\n" + phase_times.markdown_table(phases.as_dict()))
+  print("\n" + table + "\n\n" + footer + "\n\n" + timing)
   name = "results" if _VARIANTS.value == _VARIANTS.default else "results-" + "-".join(
       _VARIANTS.value)
   with open(os.path.join(workdir, name + ".md"), "w") as f:
     f.write(table + "\n\n" + footer + "\n")
   with open(os.path.join(workdir, name + ".json"), "w") as f:
-    json.dump({"rows": rows, "total_seconds": round(total, 1)}, f, indent=1)
+    json.dump({"rows": rows, "total_seconds": round(total, 1), "phases": phases.as_dict()}, f,
+              indent=1)
 
 
 def run():

@@ -32,7 +32,7 @@ import time
 import jax
 import numpy as np
 
-from alip_jax import accelerators, downweighted, fileio, losses
+from alip_jax import accelerators, downweighted, fileio, losses, phase_times
 from alip_jax.models import zoo
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,7 @@ class Monitor:
     self.peak = peak_tflops(config.train.peak_tflops) * 1e12 * jax.device_count()
     self.first_step = first_step
     self.clock = StepClock(self.total, config.train.batch_size)
+    self.phases = phase_times.TrainPhases()  # the trainer adds start-up and end
     self.started, self.batch_ready = self.clock.clock(), None
     self.panel = downweighted.Panel(
         tokenizer, config.train.log_down_weighted if is_main else 0,
@@ -153,6 +154,8 @@ class Monitor:
     self.profile_dir = fileio.join(workdir, "profile")
 
   def before_step(self, step: int) -> None:
+    if step == self.first_step + 1:
+      self.phases.loop_started()
     if self.profile and step == self.profile[0] and self.is_main:
       # The profiler writes local files; a bucket workdir gets them copied.
       self.trace_dir = (tempfile.mkdtemp(prefix="alip_profile_")
@@ -163,16 +166,19 @@ class Monitor:
   @contextlib.contextmanager
   def waiting_for_data(self):
     """Around fetching the next batch: loader wait, and the start-up lines."""
-    with self.clock.waiting():
+    with self.clock.waiting(), self.phases.measure("loader wait"):
       yield
     if self.batch_ready is None:
       self.batch_ready = self.clock.clock()
       log.info("first batch in %.1f s; compiling the train step…",
                self.batch_ready - self.started)
 
-  def paused(self):
-    """Around evaluation and checkpointing: left out of samples/s and ETA."""
-    return self.clock.paused()
+  @contextlib.contextmanager
+  def paused(self, phase: str):
+    """Around evaluation and checkpointing (`phase`): left out of samples/s
+    and ETA."""
+    with self.clock.paused(), self.phases.measure(phase):
+      yield
 
   def after_step(self, step: int, summary, keys=None) -> None:
     """`keys`: the sample keys of this process's part of the batch (for the
@@ -192,6 +198,7 @@ class Monitor:
     log.info("compiled the train step in %.1f s", compiled - self.batch_ready)
     loss = float(jax.device_get(summary["loss"]))  # waits for the step to run
     done = self.clock.clock()
+    self.phases.first_step_done()
     log.info("step %d/%d done %.1f s after start-up (first batch %.1f s, compile %.1f s, "
              "run %.1f s), loss %.4f", step, self.total, done - self.started,
              self.batch_ready - self.started, compiled - self.batch_ready, done - compiled, loss)

@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 
 from alip_jax import (checkpointing, config_check, fileio, losses, mesh as mesh_lib, monitoring,
-                      state as state_lib, step as step_lib)
+                      phase_times, state as state_lib, step as step_lib)
 from alip_jax.checkpointing import run_config
 from alip_jax.data import pipeline, records
 from alip_jax.evaluation import evaluators as evaluators_lib
@@ -38,6 +38,9 @@ class TrainResult:
   preempted: bool
   gates: dict  # the gates' running means {"h_tc", "h_xt", "h_xc"} at `step`
   skipped: dict  # bad training records skipped, by reason
+  # Wall, CPU and page faults per phase (phase_times.TrainPhases), for
+  # `python -m alip_jax.demo`'s breakdown and docs/BENCHMARKS.md.
+  phases: dict = dataclasses.field(default_factory=dict)
 
 
 def itstime(step: int, every: int, total: int, at_total: bool = True) -> bool:
@@ -55,14 +58,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   `stop_after` ends this run after that step with a checkpoint and no final
   evaluation, as a preemption would; re-running resumes from there.
   """
+  started = phase_times.usage_now()
   config = config_check.validate(config)  # defaults filled in, typos stop here
   mesh = mesh_lib.make_mesh(config.mesh)
   # The mesh in context: the chunked losses' shard_map runs over it.
   with jax.set_mesh(mesh):
-    return _train_and_evaluate(config, workdir, mesh, stop_after)
+    return _train_and_evaluate(config, workdir, mesh, stop_after, started)
 
 
-def _train_and_evaluate(config, workdir, mesh, stop_after) -> TrainResult:
+def _train_and_evaluate(config, workdir, mesh, stop_after, started) -> TrainResult:
   is_main = jax.process_index() == 0
 
   # ---- Batch geometry.
@@ -137,6 +141,7 @@ def _train_and_evaluate(config, workdir, mesh, stop_after) -> TrainResult:
   preemption = checkpointing.PreemptionNotice()
   saves = checkpointing.SaveWatcher(manager)
   preempted = False
+  monitor.phases.add("start-up", phase_times.usage_now() - started)
   try:
     for step in range(first_step + 1, last_step + 1):
       saves.check(step - 1)  # a failed async save stops the run here, not a save later
@@ -167,10 +172,12 @@ def _train_and_evaluate(config, workdir, mesh, stop_after) -> TrainResult:
                     workdir)
         preempted = True
         break
-      with monitor.paused():  # not in samples/s and ETA
-        if itstime(step, config.train.checkpoint_every, last_step):
+      # Checkpoints and evaluations are not in samples/s and ETA.
+      if itstime(step, config.train.checkpoint_every, last_step):
+        with monitor.paused("checkpoint"):
           checkpointing.save_unless_diverging(saves, step, state, train_iter)
-        if itstime(step, config.train.eval_every, total, at_total=False):  # the end: below
+      if itstime(step, config.train.eval_every, total, at_total=False):  # the end: below
+        with monitor.paused("eval"):
           eval_log.write(step, evaluators_lib.run_all(evaluators, state["params"]))
   except BaseException:
     train_iter.close()  # stops Grain worker processes, if any
@@ -179,20 +186,23 @@ def _train_and_evaluate(config, workdir, mesh, stop_after) -> TrainResult:
     preemption.close()
 
   # ---- The end: a final evaluation when the run is complete.
+  monitor.phases.loop_done()
   final = {}
   if last_step == total and not preempted:
-    final = eval_log.write(total, evaluators_lib.run_all(evaluators, state["params"]))
-  saves.check(last_step, wait=True)
-  manager.close()
-  train_iter.close()  # stops Grain worker processes, if any
-  monitor.close()
+    with monitor.phases.measure("eval"):
+      final = eval_log.write(total, evaluators_lib.run_all(evaluators, state["params"]))
+  with monitor.phases.measure("end"):
+    saves.check(last_step, wait=True)
+    manager.close()
+    train_iter.close()  # stops Grain worker processes, if any
+    monitor.close()
   if bad_records.total:
     log.warning("skipped %d bad training records: %s", bad_records.total,
                 dict(bad_records.counts))
   return TrainResult(
       step=int(state["step"]), eval=final, preempted=preempted,
       gates={k: float(v) for k, v in jax.device_get(state["gates"]).items()},
-      skipped=dict(bad_records.counts))
+      skipped=dict(bad_records.counts), phases=monitor.phases.as_dict())
 
 
 def _initial_state(config, spec: state_lib.StateSpec) -> dict:
