@@ -74,9 +74,9 @@ def test_padding_never_changes_a_real_rows_embedding():
   """The padding rule's premise, on the real towers sharded over 8 devices:
   a row's embedding does not depend on what the other rows hold."""
   from conftest import tiny_config
-  from alip_jax.models import two_towers
+  from test_train_step import make_model
   config = tiny_config()
-  model = two_towers.from_config(config.model, 256, config.data.context_length)
+  model = make_model(config, vocab=256)
   images = np.random.default_rng(0).integers(0, 256, (13, 32, 32, 3), np.uint8)
   tokens = np.zeros((1, config.data.context_length), np.int32)
   params = model.init(jax.random.key(0), images[:1], {"raw": tokens})["params"]

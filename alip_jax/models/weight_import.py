@@ -41,7 +41,7 @@ def fill(config, fresh_params, imported, model_cfg, path: str, strict: bool):
   value and are listed. `strict=False` deliberately loads a part: what is
   skipped is printed."""
   check_towers_match(config, model_cfg, config.init_from)
-  if config.model.get("scan", False):
+  if config.model.scan:
     imported = transformer.stack_layers(imported)
   fresh = jax.tree_util.tree_flatten_with_path(fresh_params)[0]
   imported_flat = {jax.tree_util.keystr(k): v
