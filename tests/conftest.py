@@ -6,6 +6,13 @@ import os
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Most tests train the same tiny towers: a persistent compilation cache (one
+# per xdist worker; inherited by the CLI subprocesses) compiles each program
+# once per worker instead of once per run. Same executables, same numbers.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".pytest_cache",
+    "xla_cache", os.environ.get("PYTEST_XDIST_WORKER", "main")))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
