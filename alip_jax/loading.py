@@ -30,6 +30,7 @@ from PIL import Image
 
 from alip_jax import fileio, hub, mesh as mesh_lib, state as state_lib
 from alip_jax.data.tokenizer import EOT_ID
+from alip_jax.evaluation import retrieval
 from alip_jax.models import clip_weights, open_clip_format, openai_weights, two_towers
 
 MIN_BUCKET = 8  # the smallest padded batch the encoders are compiled for
@@ -82,13 +83,8 @@ class LoadedModel:
     return -(-size // self._ways) * self._ways
 
   def _run(self, fn, x, batch_size):
-    out = []
-    for start in range(0, len(x), batch_size):
-      chunk = x[start:start + batch_size]
-      padded = self.bucket(len(chunk), batch_size) - len(chunk)
-      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], padded, 0)]) if padded else chunk
-      out.append(mesh_lib.to_host(fn(self.params, chunk))[:len(chunk) - padded])
-    return np.concatenate(out) if out else np.zeros((0, self.model_config.embed_dim), np.float32)
+    return retrieval.embed_in_batches(lambda chunk: fn(self.params, chunk), x, batch_size,
+                                      pad_to=lambda n: self.bucket(n, batch_size))
 
   def encode_image(self, images, batch_size: int = 256) -> np.ndarray:
     """uint8 [B, S, S, 3] (as `preprocess` gives) or CLIP-normalised float

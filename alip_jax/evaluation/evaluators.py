@@ -32,7 +32,7 @@ class Encoders:
 
 def padded_encoders(model, mesh, param_sharding, tokenizer) -> Encoders:
   """The trainer's: `state.make_encoders` on fixed-size batches sharded over
-  data × fsdp, the last batch padded with zeros."""
+  data × fsdp, the last batch padded (`retrieval.embed_in_batches`)."""
   encode_image, encode_text = state_lib.make_encoders(model, mesh, param_sharding)
   sharding = mesh_lib.batch_sharding(mesh)
 
