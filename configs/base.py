@@ -63,7 +63,10 @@ def get_config() -> ml_collections.ConfigDict:
       sample_gate=True, raw_pair_gate=True, caption_pair_gate=True,
       # 'raw': the sample gate weights the raw-text path only (an ablation;
       # 'both' is the official code).
-      sample_gate_paths="both"))
+      sample_gate_paths="both",
+      # True: the running means start at the first global batch's means
+      # instead of init_mean (an ablation; the official code starts at 1).
+      init_from_first_batch=False))
   # SoftCLIP is reconstructed: every unknown is here (docs/METHOD.md, "SoftCLIP").
   c.loss.softclip = ml_collections.ConfigDict(dict(
       target_source="own_modality", target_temperature=0.1, alpha=0.2, beta=1.0,

@@ -171,3 +171,27 @@ def test_sample_gate_on_the_raw_path_only():
   assert float(raw_only["loss_caption"]) > float(both["loss_caption"])
   with pytest.raises(ValueError, match="sample_gate_paths"):
     alip.alip_loss(emb, 2.0, state, alip_cfg(sample_gate_paths="caption"))
+
+
+@pytest.mark.parametrize("update_before_weights", [True, False])
+def test_running_means_can_start_at_the_first_batch(update_before_weights):
+  """`init_from_first_batch`: H₀ is the first global batch's means, so the
+  first step's weights are those of the official code started at those
+  means, and the updated means equal them (m·μ + (1−m)·μ = μ)."""
+  cfg = alip_cfg(update_before_weights=update_before_weights, init_from_first_batch=True)
+  state = init_gate_state(cfg.init_mean, from_first_batch=True)
+  assert all(np.isnan(v) for v in state.values())
+  x, t, c = embeddings(0)
+  scale = np.float32(np.log(1 / 0.07))
+  loss, new_state, weights = make_loss_fn(mesh_of("1"), cfg)(x, t, c, scale, state)
+  means = {"h_tc": np.mean(np.sum(t * c, -1)), "h_xt": np.mean(np.sum(x * t, -1)),
+           "h_xc": np.mean(np.sum(x * c, -1))}
+  ref_loss, _, ref_weights = reference.alip_official(
+      x, t, c, scale, means, momentum=cfg.momentum, update_first=update_before_weights,
+      normalization=cfg.normalization, gates=(True, True, True),
+      gamma_sample=cfg.gamma_sample, gamma_pair=cfg.gamma_pair)
+  np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+  for k in alip.GATE_NAMES:
+    np.testing.assert_allclose(new_state[k], means[k], rtol=1e-5)
+  for k in weights:
+    np.testing.assert_allclose(weights[k], ref_weights[k], rtol=1e-5, atol=1e-6)

@@ -5,6 +5,7 @@ step by step (docs/METHOD.md, "ALIP", says why each choice and what differs):
 
 1. cosines per sample: S_tc = t·c, S_xt = x·t, S_xc = x·c (global batch);
 2. running means first: H ← m·H + (1−m)·mean(S), m = 0.99, H₀ = 1
+   (`init_from_first_batch=True`: H₀ = the first global batch's means);
    (`update_before_weights=False` computes the weights with the old H, then
    updates — the other reading of the paper's order-ambiguous Eqs. 1–4);
 3. Language Consistency Gate (sample weight), γ_s = 2:
@@ -63,6 +64,8 @@ def gates(x, t, c, gate_state: dict, cfg: ml_collections.ConfigDict):
   """
   sims = similarities(x, t, c)
   gate_state = jax.lax.stop_gradient(gate_state)
+  # NaN means (`init_from_first_batch`): start at this global batch's means.
+  gate_state = {k: jnp.where(jnp.isnan(v), jnp.mean(sims[k]), v) for k, v in gate_state.items()}
   updated = {k: cfg.momentum * gate_state[k] + (1 - cfg.momentum) * jnp.mean(sims[k])
              for k in GATE_NAMES}
   means = updated if cfg.update_before_weights else gate_state

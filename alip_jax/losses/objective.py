@@ -28,9 +28,11 @@ GATE_NAMES = ("h_tc", "h_xt", "h_xc")
 PATHS = {"raw": ("raw",), "caption": ("caption",), "both": ("raw", "caption")}
 
 
-def init_gate_state(init_mean: float = 1.0) -> dict:
-  """The three running means (train state, checkpointed)."""
-  return {name: jnp.asarray(init_mean, jnp.float32) for name in GATE_NAMES}
+def init_gate_state(init_mean: float = 1.0, from_first_batch: bool = False) -> dict:
+  """The three running means (train state, checkpointed). `from_first_batch`:
+  NaN, which ALIP's gates replace with the first global batch's means."""
+  value = float("nan") if from_first_batch else init_mean
+  return {name: jnp.asarray(value, jnp.float32) for name in GATE_NAMES}
 
 
 class Objective:
@@ -59,7 +61,7 @@ class Objective:
     return batch["image"], None, {name: batch[f"{name}_tokens"] for name in self.text_names}
 
   def init_state(self) -> dict:
-    return init_gate_state(self.cfg.alip.init_mean)
+    return init_gate_state(self.cfg.alip.init_mean, self.cfg.alip.init_from_first_batch)
 
   def path_loss(self, image, text, logit_params):
     """(loss, metrics) of one image–text path, [N, D] embeddings."""

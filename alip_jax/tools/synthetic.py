@@ -45,23 +45,9 @@ from PIL import Image, ImageDraw
 
 from alip_jax import fileio
 from alip_jax.data import records, tokenizer
-
-SHAPES = ("circle", "square", "triangle", "cross")
-COLORS = {
-    "red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220),
-    "yellow": (235, 215, 40), "purple": (150, 60, 190),
-    "orange": (245, 140, 30),
-}
-COLOR_NAMES = tuple(COLORS)
-SIZES = ("small", "large")
-ROWS = ("top", "middle", "bottom")
-NOISE_KINDS = ("matched", "partial", "mismatched")
-_JUNK = ("buy now", "free shipping", "best price", "sale 50% off",
-         "new arrival", "high quality", "click here", "download",
-         "wallpaper hd", "stock photo", "royalty free", "limited offer")
-_ALT_TEMPLATES = ("{}", "photo of {}", "{} | free download", "{} wallpaper",
-                  "{} - stock image", "my {}", "{} picture")
-
+from alip_jax.tools.synthetic_scenes import (  # noqa: F401  (public names of the corpus)
+    COLOR_NAMES, COLORS, NOISE_KINDS, ROWS, SHAPES, SIZES, alt_text, caption_for, partial_text,
+    queries_for, random_scene, scene_id)
 
 @dataclasses.dataclass
 class CorpusConfig:
@@ -73,18 +59,18 @@ class CorpusConfig:
   caption_error_rate: float = 0.1
   # Shares of raw-text kinds, in NOISE_KINDS order.
   noise_mix: tuple[float, float, float] = (0.5, 0.25, 0.25)
+  # Regime knobs (docs/DATA.md, "Data regimes"). The defaults draw nothing
+  # extra from the generator, so the default corpus stays byte-identical.
+  caption_specificity: float = 1.0  # P(a caption names each attribute of each object)
+  caption_hallucination_rate: float = 0.0  # P(a caption adds an object that is not there)
+  alt_text_detail: float = 0.0  # P(an alt-text names an object's size and place too)
+  # Extra test queries per evaluation record, in meta.queries[style]:
+  # "caption" (the captioner's template), "alt" (web style), "human" (a
+  # template family neither training text uses). () = none.
+  query_styles: tuple[str, ...] = ()
   vocab_size: int = 512
   seed: int = 0
   jpeg_quality: int = 90
-
-
-def _scene(rng: np.random.Generator) -> list[dict]:
-  """Random objects: distinct columns, random row, shape, colour, size."""
-  n = int(rng.integers(1, 4))
-  columns = rng.permutation(3)[:n]
-  return [dict(shape=str(rng.choice(SHAPES)), color=str(rng.choice(COLOR_NAMES)),
-               size=str(rng.choice(SIZES)), row=str(rng.choice(ROWS)),
-               column=int(col)) for col in columns]
 
 
 def _render(objects: list[dict], size: int, rng: np.random.Generator) -> Image.Image:
@@ -121,66 +107,14 @@ def _render(objects: list[dict], size: int, rng: np.random.Generator) -> Image.I
   return image.resize((size, size), Image.Resampling.BILINEAR)
 
 
-def _describe(obj: dict) -> str:
-  where = {"top": "at the top", "middle": "in the middle",
-           "bottom": "at the bottom"}[obj["row"]]
-  return f"a {obj['size']} {obj['color']} {obj['shape']} {where}"
-
-
-def _join(parts: list[str]) -> str:
-  return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-
-
-def scene_id(objects: list[dict]) -> str:
-  """Canonical description: scenes with equal ids have equal captions."""
-  return "; ".join(sorted(_describe(o) for o in objects))
-
-
-def caption_for(objects: list[dict], rng: np.random.Generator,
-                error_rate: float = 0.0) -> str:
-  """A faithful description; with prob. `error_rate` one attribute is wrong."""
-  objects = [dict(o) for o in objects]
-  if error_rate and rng.random() < error_rate:
-    obj = objects[int(rng.integers(len(objects)))]
-    attribute = str(rng.choice(["shape", "color", "size", "row"]))
-    choices = {"shape": SHAPES, "color": COLOR_NAMES, "size": SIZES, "row": ROWS}[attribute]
-    obj[attribute] = str(rng.choice([c for c in choices if c != obj[attribute]]))
-  order = rng.permutation(len(objects))
-  return _join([_describe(objects[i]) for i in order])
-
-
-def _alt_text(objects: list[dict], rng: np.random.Generator) -> str:
-  """Web-style alt-text naming every object (colour + shape, maybe size)."""
-  names = []
-  for i in rng.permutation(len(objects)):
-    obj = objects[i]
-    words = [obj["color"], obj["shape"]]
-    if rng.random() < 0.3:
-      words.insert(0, {"small": "tiny", "large": "big"}[obj["size"]])
-    names.append(" ".join(words))
-  text = str(rng.choice(_ALT_TEMPLATES)).format(" and ".join(names))
-  return text.title() if rng.random() < 0.2 else text
-
-
-def _partial_text(objects: list[dict], rng: np.random.Generator) -> str:
-  """Part of the content (one object, or one attribute of it) plus junk."""
-  obj = objects[int(rng.integers(len(objects)))]
-  part = str(rng.choice([f"{obj['color']} {obj['shape']}", obj["color"], obj["shape"]]))
-  if len(objects) == 1 and part == f"{obj['color']} {obj['shape']}":
-    part = obj["shape"]  # a single object named in full would be "matched"
-  filename = str(rng.choice(["IMG_{:04d}.jpg", "DSC{:05d}", "photo_{:03d}.png"])).format(
-      int(rng.integers(0, 10_000)))
-  junk = list(rng.choice(_JUNK, size=int(rng.integers(1, 3)), replace=False))
-  words = [filename, part] + junk
-  order = rng.permutation(len(words))
-  return " ".join(words[i] for i in order)
-
-
 def make_split(name: str, num: int, cfg: CorpusConfig, seed: int) -> list[dict]:
   """Generates the samples of one split (images encoded as JPEG)."""
   rng = np.random.default_rng(seed)
-  scenes = [_scene(rng) for _ in range(num)]
-  alt_texts = [_alt_text(s, rng) for s in scenes]
+  # Test queries draw from their own stream: adding them leaves every
+  # other byte of the corpus as it was.
+  query_rng = np.random.default_rng([seed, 1])
+  scenes = [random_scene(rng) for _ in range(num)]
+  alt_texts = [alt_text(s, rng, cfg.alt_text_detail) for s in scenes]
   kinds = rng.choice(len(NOISE_KINDS), size=num, p=np.asarray(cfg.noise_mix) / sum(cfg.noise_mix))
   samples = []
   for i, objects in enumerate(scenes):
@@ -188,7 +122,7 @@ def make_split(name: str, num: int, cfg: CorpusConfig, seed: int) -> list[dict]:
     if kind == "matched":
       raw = alt_texts[i]
     elif kind == "partial":
-      raw = _partial_text(objects, rng)
+      raw = partial_text(objects, rng)
     else:
       other = (i + int(rng.integers(1, num))) % num if num > 1 else i
       raw = alt_texts[other]
@@ -198,11 +132,14 @@ def make_split(name: str, num: int, cfg: CorpusConfig, seed: int) -> list[dict]:
     largest = max(objects, key=lambda o: SIZES.index(o["size"]))
     sample = dict(
         key=f"{name}-{i:07d}", image=buf.getvalue(), raw_text=raw,
-        caption=caption_for(objects, rng, cfg.caption_error_rate),
+        caption=caption_for(objects, rng, cfg.caption_error_rate, cfg.caption_specificity,
+                            cfg.caption_hallucination_rate),
         meta=dict(noise_kind=kind, num_objects=len(objects), scene=scene_id(objects),
                   label_shape=largest["shape"], label_color=largest["color"]))
     if name != "train":
       sample["captions"] = [caption_for(objects, rng, 0.0)]
+      if cfg.query_styles:
+        sample["meta"]["queries"] = queries_for(objects, cfg.query_styles, query_rng)
     samples.append(sample)
   return samples
 
@@ -279,8 +216,14 @@ def main():
   for field in dataclasses.fields(CorpusConfig):
     if field.type in ("int", "float"):
       parser.add_argument(f"--{field.name}", type=eval(field.type), default=field.default)
+  parser.add_argument("--noise_mix", default="0.5,0.25,0.25",
+                      help="shares of matched,partial,mismatched raw texts")
+  parser.add_argument("--query_styles", default="", help="e.g. caption,alt,human")
   args = parser.parse_args()
-  cfg = CorpusConfig(**{k: v for k, v in vars(args).items() if k != "out"})
+  fields = {k: v for k, v in vars(args).items() if k != "out"}
+  fields["noise_mix"] = tuple(float(v) for v in args.noise_mix.split(","))
+  fields["query_styles"] = tuple(v for v in args.query_styles.split(",") if v)
+  cfg = CorpusConfig(**fields)
   info = build(args.out, cfg)
   print(json.dumps(info["splits"]), f"in {info['build_seconds']} s ->", args.out)
 
