@@ -41,7 +41,7 @@ from alip_jax import console, mesh as mesh_lib, state as state_lib, train
 from alip_jax.configs import demo as demo_configs
 from alip_jax.data import pipeline, records
 from alip_jax.evaluation import gates
-from alip_jax.experiments import regimes_report
+from alip_jax.experiments import regimes_filtering, regimes_report
 from alip_jax.tools import synthetic
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,8 @@ _REGIMES = flags.DEFINE_list("regimes", None, "Only these regimes (default: the 
 _ROWS = flags.DEFINE_list("rows", None, "Only these rows (default: the grid's).")
 _SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds 0..S-1 per regime and row.")
 _STEPS_FACTOR = flags.DEFINE_integer("steps_factor", 1, "Multiply the steps (a longer budget).")
+_FILTERING = flags.DEFINE_bool("filtering", False, "Filtering with seeds (regimes_filtering.py) "
+                               "instead of the grid's rows.")
 
 # The grid (fixed before the first run; docs/RESULTS.md). Two axes:
 # caption specificity (rich = the demo's captioner, generic = a captioner
@@ -148,14 +150,22 @@ def gate_aucs(run, config) -> dict:
           for name, values in (("ws", weights), ("stc", s_tc)) for kind in ("mismatched", "partial")}
 
 
-def run_cell(regime: str, row: str, seed: int) -> tuple[dict, dict]:
-  regime_dir = os.path.join(os.path.abspath(_WORKDIR.value), regime.replace("/", "_"))
+def regime_dir_of(regime: str) -> str:
+  return os.path.join(os.path.abspath(_WORKDIR.value), regime.replace("/", "_"))
+
+
+def run_cell(regime: str, row: str, seed: int, data_dir: str | None = None,
+             name: str | None = None) -> tuple[dict, dict]:
+  """Trains and evaluates one cell; `data_dir`/`name` train `row`'s objective
+  on other data (a filtered copy) under another row name."""
+  regime_dir = regime_dir_of(regime)
   config = cell_config(regime_dir, row, seed)
-  run_dir = os.path.join(regime_dir, f"{row}_x{_STEPS_FACTOR.value}_seed{seed}")
+  config.data.dir = data_dir or config.data.dir
+  run_dir = os.path.join(regime_dir, f"{name or row}_x{_STEPS_FACTOR.value}_seed{seed}")
   start = time.time()
   result = train.train_and_evaluate(config, run_dir)
   run = alip_jax.load(run_dir)
-  ranks = query_ranks(run, config.data.dir)
+  ranks = query_ranks(run, os.path.join(regime_dir, "data"))
   cell = {"steps": result.step, "seconds": None, "val": result.eval}
   if ROWS[row][1] == "alip":
     cell["gates"] = gate_aucs(run, config)
@@ -187,6 +197,8 @@ def run_grid():
   done = regimes_report.load(results_dir)
   ranks = dict(np.load(ranks_path)) if os.path.exists(ranks_path) else {}
   regimes = _REGIMES.value or list(REGIMES)
+  if _FILTERING.value:
+    regimes = [regimes_filtering.REGIME]
   rows = _ROWS.value or list(GRID_ROWS)
   for unknown, known, what in ((set(regimes) - set(REGIMES), REGIMES, "regimes"),
                                (set(rows) - set(ROWS), ROWS, "rows")):
@@ -207,12 +219,21 @@ def run_grid():
     for regime in regimes:
       data_dir = os.path.join(workdir, regime.replace("/", "_"), "data")
       synthetic.ensure_built(data_dir, corpus_config(regime))
-      for row in rows:
+      if _FILTERING.value:
+        todo = {f"filter_{name}": data for name, data in
+                regimes_filtering.filtered_data(regime_dir_of(regime), seed).items()}
+      else:
+        todo = {row: (None, None) for row in rows}
+      for row, (data_dir, filter_stats) in todo.items():
         key = f"{regime}|{row}|{budget}|{seed}"
         if key in cells:
           continue
         log.info("cell %s", key)
-        cell, cell_ranks = run_cell(regime, row, seed)
+        if _FILTERING.value:
+          cell, cell_ranks = run_cell(regime, "clip_raw", seed, data_dir, row)
+          cell["filter"] = filter_stats
+        else:
+          cell, cell_ranks = run_cell(regime, row, seed)
         cells[key] = cell
         for style, by_direction in cell_ranks.items():
           for direction, values in by_direction.items():

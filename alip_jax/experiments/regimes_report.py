@@ -29,7 +29,11 @@ CONTRASTS = (("ALIP − bi-path", "alip", "bipath"),
              ("ALIP − best other", "alip", "best_other"),
              ("ALIP(raw gate) − bi-path", "alip_raw", "bipath"),
              ("ALIP(raw gate) − ALIP", "alip_raw", "alip"),
-             ("ALIP(first batch) − ALIP", "alip_first_batch", "alip"))
+             ("ALIP(first batch) − ALIP", "alip_first_batch", "alip"),
+             ("CLIP-raw on W^s ≥ 0.5 − on all", "filter_lcg", "filter_all"),
+             ("CLIP-raw on CLIP-score top − on all", "filter_clip_score", "filter_all"),
+             ("CLIP-raw on oracle − on all", "filter_oracle", "filter_all"),
+             ("CLIP-raw on W^s ≥ 0.5 − on CLIP-score top", "filter_lcg", "filter_clip_score"))
 
 
 def paths(results_dir: str) -> tuple[str, str]:
@@ -70,7 +74,8 @@ class Grid:
   def rows(self, regime, budget) -> list[str]:
     found = {k.split("|")[1] for k in self.cells if k.startswith(f"{regime}|")
              and k.split("|")[2] == budget}
-    order = ("clip_caption", "clip_raw", "bipath", "alip", "alip_raw", "alip_first_batch")
+    order = ("clip_caption", "clip_raw", "bipath", "alip", "alip_raw", "alip_first_batch",
+             "filter_all", "filter_lcg", "filter_clip_score", "filter_oracle")
     return [r for r in order if r in found] + sorted(found - set(order))
 
   def row_interval(self, regime, row, budget, style, metric) -> stats.Interval:
@@ -80,7 +85,8 @@ class Grid:
   def best_other(self, regime, budget, style) -> str | None:
     """The non-ALIP row with the highest mean R@1 (a selection made on the
     same data, so ALIP − best other leans against ALIP)."""
-    others = [r for r in self.rows(regime, budget) if r not in ALIP_VARIANTS]
+    others = [r for r in self.rows(regime, budget)
+              if r not in ALIP_VARIANTS and not r.startswith("filter_")]
     if not others:
       return None
     return max(others, key=lambda r: self.row_interval(regime, r, budget, style, "R@1").mean)
