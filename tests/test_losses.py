@@ -20,7 +20,8 @@ N, D = 32, 8
 def alip_cfg(**overrides):
   cfg = dict(momentum=0.99, init_mean=1.0, gamma_sample=2.0, gamma_pair=2.0,
              update_before_weights=True, normalization="mean_half",
-             sample_gate=True, raw_pair_gate=True, caption_pair_gate=True)
+             sample_gate=True, raw_pair_gate=True, caption_pair_gate=True,
+             init_from_first_batch=False)
   cfg.update(overrides)
   return ml_collections.ConfigDict(cfg)
 

@@ -64,8 +64,8 @@ def gates(x, t, c, gate_state: dict, cfg: ml_collections.ConfigDict):
   """
   sims = similarities(x, t, c)
   gate_state = jax.lax.stop_gradient(gate_state)
-  # NaN means (`init_from_first_batch`): start at this global batch's means.
-  gate_state = {k: jnp.where(jnp.isnan(v), jnp.mean(sims[k]), v) for k, v in gate_state.items()}
+  if cfg.init_from_first_batch:  # NaN means: start at this global batch's means
+    gate_state = {k: jnp.where(jnp.isnan(v), jnp.mean(sims[k]), v) for k, v in gate_state.items()}
   updated = {k: cfg.momentum * gate_state[k] + (1 - cfg.momentum) * jnp.mean(sims[k])
              for k in GATE_NAMES}
   means = updated if cfg.update_before_weights else gate_state
