@@ -149,6 +149,22 @@ def regime_tables(grid: Grid, budget: str, style: str) -> list[str]:
   return lines
 
 
+def map_table(grid: Grid, budget: str, styles) -> list[str]:
+  """One line per regime: ALIP − bi-path and ALIP − best other (R@1
+  points, paired 95 % interval; bold = resolved), per query style."""
+  head = " | ".join(f"{style}: ALIP − bi-path | {style}: ALIP − best other" for style in styles)
+  lines = [f"| regime | {head} |", "|---" * (1 + 2 * len(styles)) + "|"]
+  for regime in grid.regimes():
+    cells = []
+    for style in styles:
+      for baseline in ("bipath", "best_other"):
+        got = grid.contrast(regime, ALIP, baseline, budget, style)
+        cells.append("—" if not got else _diff(got[1]) + (
+            f" ({got[0]})" if baseline == "best_other" else ""))
+    lines.append(f"| {regime} | " + " | ".join(cells) + " |")
+  return lines
+
+
 def gate_table(grid: Grid, budget: str) -> list[str]:
   lines = ["| regime | seeds | AUC W^s mismatched | AUC W^s partial | AUC S_tc mismatched "
            "| AUC S_tc partial | H_tc at the end |", "|---|---|---|---|---|---|---|"]
@@ -213,6 +229,8 @@ def report(results_dir: str, styles=("human", "caption", "alt")) -> str:
     lines += [f"### Budget {budget}: {settings['steps']} steps × batch {settings['batch']}, "
               f"{settings['num_train']} training triplets, {settings['num_test']} test images "
               f"in galleries of {settings['fold']}", ""]
+    lines += ["#### The map: does ALIP beat the other rows? (R@1 points)", ""]
+    lines += map_table(grid, budget, styles) + [""]
     for style in styles:
       lines += regime_tables(grid, budget, style)
     lines += ["#### How well the trained gates tell the noise kinds apart", ""]

@@ -24,6 +24,7 @@ A difference is *resolved* when its interval excludes 0.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -56,16 +57,26 @@ def bootstrap(a, b=None, *, resamples: int = 2000, level: float = 0.95,
   if d.ndim != 2 or 0 in d.shape:
     raise ValueError(f"expected a non-empty [seeds, queries] array, got shape {d.shape}")
   num_seeds, num_queries = d.shape
-  rng = np.random.default_rng(seed)
+  seed_counts = _counts(num_seeds, resamples, seed, 0)
   # Resampling as counts: mean over the drawn grid = w_sᵀ d w_q / (S·Q).
-  seed_counts = rng.multinomial(num_seeds, np.full(num_seeds, 1 / num_seeds), size=resamples)
-  query_counts = rng.multinomial(num_queries, np.full(num_queries, 1 / num_queries),
-                                 size=resamples)
-  per_seed = d @ query_counts.T / num_queries                      # [S, R]
+  per_seed = (d.astype(np.float32) @ _counts(num_queries, resamples, seed, 1).T
+              ).astype(np.float64) / num_queries                    # [S, R]
   means = np.einsum("rs,sr->r", seed_counts, per_seed) / num_seeds  # [R]
   tail = (1 - level) / 2
   low, high = np.quantile(means, [tail, 1 - tail])
   return Interval(float(d.mean()), float(low), float(high))
+
+
+@functools.lru_cache(maxsize=8)
+def _counts(n: int, resamples: int, seed: int, stream: int) -> np.ndarray:
+  """How often each of n units is drawn, per resample: [resamples, n]. The
+  same draws serve every call with the same n and seed (common random
+  numbers: a table's intervals are computed on one set of resamples, and a
+  report over many rows costs one draw)."""
+  rng = np.random.default_rng([seed, stream])
+  counts = rng.multinomial(n, np.full(n, 1 / n), size=resamples).astype(np.float32)
+  counts.flags.writeable = False
+  return counts
 
 
 def per_query_metrics(ranks) -> dict:
