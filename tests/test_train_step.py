@@ -70,21 +70,42 @@ DP8, FSDP8, DP4_TP2 = dict(data=8), dict(fsdp=8), dict(data=4, model=2)
     ("mix", True, (FSDP8,)),
     ("uniclip", False, (DP4_TP2,))])
 def test_same_numbers_on_1_and_8_devices(variant, chunked, meshes):
+  """At the default Adam eps (1e-8): every logged scalar and every parameter
+  after 2 steps agree within float rounding, except the attention key biases
+  (see below). Measured worst cases over these meshes: summaries 8e-7
+  relative; parameters 9e-8 absolute, while the step moves them by ~1e-4."""
   config = tiny_config(variant)
   config.loss.chunked = "on" if chunked else "off"
-  # The attention key bias has an exactly-zero true gradient (softmax ignores
-  # it), so its float-noise gradient differs with reduction order, and Adam
-  # with eps=1e-8 turns any noise into a ±lr step. A larger eps compares the
-  # sharding, not that amplification.
-  config.optim.eps = 1e-4
+  assert config.optim.eps == 1e-8
   ref_state, ref_summaries = run_steps(config, dict(data=1), jax.devices()[:1])
+  one = mesh_lib.make_mesh(dict(data=1), jax.devices()[:1])
+  initial = jax.device_get(state_lib.state_spec(make_model(config), config, one)
+                           .initialise(jax.random.key(0)))["params"]
+  # A key bias adds the same number to every score of a query, which softmax
+  # ignores: its true gradient is exactly 0, its computed one is float noise
+  # that depends on the reduction order, and Adam turns any noise into a step
+  # of up to the lr (|m̂|/√v̂ < 1 in the first steps; seen: 3.5e-5). So these
+  # leaves only have to stay within 2 × the summed lr of each other.
+  lr_sum = sum(float(s["lr"]) for s in ref_summaries)
+  is_key_bias = lambda path: jax.tree_util.keystr(path).endswith("['key']['bias']")  # noqa: E731
+  moved = max(float(np.max(np.abs(a - b))) for a, b in zip(
+      jax.tree.leaves(ref_state["params"]), jax.tree.leaves(initial)))
+  assert moved > 100 * 1e-6  # the parameter tolerance below is far under a step
+  scalars = [k for k, v in ref_summaries[0].items()
+             if np.ndim(v) == 0 and not k.startswith(("hist_", "lowest/"))]
+  assert {"loss", "grad_norm", "logit_scale"} <= set(scalars)
   for sizes in meshes:
     state, summaries = run_steps(config, sizes, jax.devices())
     for got, want in zip(summaries, ref_summaries):
-      for k in ("loss", "grad_norm", "h_tc", "h_xt", "h_xc"):
-        np.testing.assert_allclose(got[k], want[k], rtol=2e-5, err_msg=f"{sizes} {k}")
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                 state["params"], ref_state["params"])
+      for k in scalars:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-7, err_msg=f"{sizes} {k}")
+
+    def compare(path, got, want):
+      if is_key_bias(path):
+        np.testing.assert_allclose(got, want, atol=2 * lr_sum, rtol=0, err_msg=f"{sizes} {path}")
+      else:
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"{sizes} {path}")
+    jax.tree_util.tree_map_with_path(compare, state["params"], ref_state["params"])
     np.testing.assert_array_equal(state["step"], 2)
 
 
