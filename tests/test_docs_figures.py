@@ -13,6 +13,9 @@ The rule, line by line (outside fenced code blocks, which are the commands):
   its command block covers all its figures — or when its block (its list
   item, paragraph or table) says 'quoted from SOURCE', SOURCE being a link,
   a commit hash or a repository path that says where the figure comes from.
+What it cannot see: whether the command above really produces the figure.
+A one-off measurement written after a section's command (a profile, a timing
+by hand) must still say 'quoted from' itself.
 """
 
 import os
