@@ -12,8 +12,18 @@ import pytest
 from alip_jax.models import transformer
 
 
-@pytest.mark.parametrize("length,causal,multiple", [(77, True, 8), (17, False, 8), (13, True, 64)])
-def test_padded_attention_equals_unpadded_in_values_and_gradients(length, causal, multiple):
+@pytest.mark.parametrize("length,causal,multiple,padded_length",
+                         [(77, True, 8, 80), (17, False, 8, 24), (13, True, 64, 64)])
+def test_padded_attention_equals_unpadded_in_values_and_gradients(length, causal, multiple,
+                                                                  padded_length, monkeypatch):
+  lengths_seen = []  # the sequence length the attention kernel is called with
+  kernel = jax.nn.dot_product_attention
+
+  def spy(q, *args, **kwargs):
+    lengths_seen.append(q.shape[1])
+    return kernel(q, *args, **kwargs)
+
+  monkeypatch.setattr(jax.nn, "dot_product_attention", spy)
   q, k, v = jax.random.normal(jax.random.key(length), (3, 2, length, 3, 8))
   cotangent = jax.random.normal(jax.random.key(1), (2, length, 3, 8))
 
@@ -21,10 +31,10 @@ def test_padded_attention_equals_unpadded_in_values_and_gradients(length, causal
     return jnp.sum(transformer.padded_attention(q, k, v, causal, "xla", multiple) * cotangent)
 
   padded = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)), static_argnums=3)(q, k, v, multiple)
+  assert lengths_seen == [padded_length]  # padding happened
   reference = jax.jit(jax.value_and_grad(
       lambda q, k, v: jnp.sum(jax.nn.dot_product_attention(q, k, v, is_causal=causal)
                               * cotangent), argnums=(0, 1, 2)))(q, k, v)
-  assert (length + multiple - 1) // multiple * multiple != length  # padding happened
   np.testing.assert_allclose(padded[0], reference[0], rtol=1e-5, atol=1e-5)
   for got, want in zip(padded[1], reference[1]):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

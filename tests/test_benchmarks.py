@@ -1,14 +1,18 @@
 """The train-step benchmark's FLOP count and its JSON (not its speed)."""
 
+import os
+import time
+
 import jax
 import ml_collections
+import numpy as np
 import pytest
 
 from alip_jax import losses, monitoring
 from alip_jax.benchmarks import train_step
 from alip_jax.models import zoo
 from configs import alip_yfcc15m
-from conftest import tiny_config
+from conftest import ROOT, tiny_config
 
 
 @pytest.mark.parametrize("image,gflop", [("B/32", 62.0), ("B/16", 141.0)])
@@ -29,11 +33,15 @@ def test_benchmark_runs_and_its_flops_agree_with_xla():
   config = tiny_config()
   config.mesh = dict(data=1)
   config.train.batch_size = 8
+  start = time.perf_counter()
   with jax.default_device(jax.devices()[0]):
     result = train_step.run(config, steps=2, vocab=64, peak_tflops=1.0,
                             devices=jax.devices()[:1])
+  wall_s = time.perf_counter() - start
   assert result["devices"] == 1 and result["batch"] == 8 and result["step_s"] > 0
-  assert result["samples_per_s"] == pytest.approx(8 / result["step_s"], rel=1e-2)
+  # step_s is the median of the 2 timed steps alone: with the compile they
+  # fit in the call's wall time (which also holds init and 2 warm-up steps).
+  assert result["compile_s"] + 2 * result["step_s"] < wall_s
   assert 0 < result["mfu"] < 1
   # On CPU XLA counts every matmul: the analytic count is within 25 % of it
   # (XLA adds elementwise work, softmax and the loss).
@@ -88,12 +96,39 @@ def test_benchmark_counts_the_objectives_flops(name, path):
   assert result["model_tflop_per_step"] == pytest.approx(
       8 * monitoring.flops_per_sample(config) / 1e12, rel=1e-9)
   assert result["model_tflop_per_step"] == pytest.approx(result["xla_tflop_per_step"], rel=0.25)
+def compiled_settings_in_the_docs():
+  """(model, topology) → (mesh, remat / scan [/ accum]) of every row of
+  docs/BENCHMARKS.md's TPU compile table that fit at batch 4096."""
+  rows = {}
+  with open(os.path.join(ROOT, "docs", "BENCHMARKS.md")) as f:
+    for line in f:
+      cells = [c.strip() for c in line.strip().strip("|").split("|")]
+      if (len(cells) == 13 and cells[0].startswith(("v4:", "v5e:", "v5p:")) and cells[3] == "4096"
+          and "did not compile" not in cells[8] and "%" in cells[9]):
+        rows[cells[1], cells[0]] = (cells[4], cells[6])
+  return rows
+
+
 def test_pod_presets_set_the_checked_mesh_remat_and_scan():
+  """Each preset is a setting docs/BENCHMARKS.md shows compiled and fitting
+  on that slice (same mesh, remat, scan and GradCache steps)."""
+  topologies = {"v5p-128": ("v5p:4x4x4", 64), "v5e-256": ("v5e:16x16", 256),
+                "v4-64": ("v4:4x4x2", 32)}
+  checked = compiled_settings_in_the_docs()
   for (image, pod), preset in alip_yfcc15m.POD_PRESETS.items():
     config = alip_yfcc15m.get_config(f"{image},{pod}")
     assert config.model.image == image and config.train.batch_size == 4096
     assert dict(config.mesh) == preset["mesh"]
     assert (config.model.remat, config.model.scan) == (preset["remat"], preset["scan"])
     assert config.train.accum_steps == preset.get("accum_steps", 1)
+    topology, chips = topologies[pod]
+    mesh = {k: v for k, v in config.mesh.items() if k in ("data", "fsdp", "model")}
+    free = [k for k, v in mesh.items() if v == -1]
+    mesh.update({k: chips // -np.prod(list(mesh.values())) for k in free})  # -1: the rest
+    settings = " / ".join([config.model.remat, "scan" if config.model.scan else "no scan"]
+                          + ([f"accum {config.train.accum_steps}"]
+                             if config.train.accum_steps > 1 else []))
+    assert checked.get((image, topology)) == (
+        f"{mesh['data']},{mesh['fsdp']},{mesh['model']}", settings), (image, pod)
   with pytest.raises(ValueError, match="no preset for B/16 on v9-8"):
     alip_yfcc15m.get_config("B/16,v9-8")

@@ -1,7 +1,8 @@
-"""A workdir in a bucket (gs://), as on TPU VM pods: every file the trainer
-writes itself goes through etils.epath, tested on an in-memory fake of GCS
-registered as fsspec's 'gs' protocol. Checkpoints are Orbax's (which writes
-gs:// through tensorstore, unreachable here): they go to a local directory.
+"""A workdir in a bucket (gs://), as on TPU VM pods, on an in-memory fake of
+GCS (tests/fake_gcs.py) that both ways in reach: every file the trainer
+writes itself goes through etils.epath (fsspec's 'gs' protocol), and Orbax
+writes and restores its checkpoints through TensorStore's GCS driver (a local
+server of GCS's JSON API) and epath, into the same fake bucket.
 Also: optional W&B logging, through a stand-in `wandb` module."""
 
 import json
@@ -12,22 +13,13 @@ import jax
 import numpy as np
 import pytest
 from etils import epath
-from fsspec.implementations.memory import MemoryFileSystem
+from orbax.checkpoint._src.path import gcs_utils
 
 import alip_jax
 from alip_jax import checkpointing, fileio, train
 from alip_jax.tools import synthetic
 from conftest import tensorboard_tags, tiny_config
-
-
-class FakeGCS(MemoryFileSystem):
-  protocol = ("gs", "gcs")
-  store = {}  # its own, not MemoryFileSystem's
-  pseudo_dirs = [""]
-
-  def __init__(self, *args, finalize_on_close=None, **kwargs):
-    del finalize_on_close  # what epath passes to gcsfs
-    super().__init__(*args, **kwargs)
+from fake_gcs import FakeGCS, serve
 
 
 class FakeWandb(types.ModuleType):
@@ -45,16 +37,26 @@ class FakeWandb(types.ModuleType):
                                  finish=lambda: setattr(fake, "finished", fake.finished + 1))
 
 
+@pytest.fixture(scope="module")
+def json_api():
+  """The fake bucket's JSON API server, and TensorStore pointed at it."""
+  server = serve()
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setenv("TENSORSTORE_GCS_HTTP_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    yield server
+  server.shutdown()
+
+
 @pytest.fixture
-def bucket(monkeypatch, tmp_path):
+def bucket(monkeypatch, json_api):
   FakeGCS.store.clear()
   registry = sys.modules["fsspec.registry"]._registry
   for protocol in FakeGCS.protocol:
     monkeypatch.setitem(registry, protocol, FakeGCS)  # taken out again after the test
   epath.backend.fsspec_backend._get_filesystem.cache_clear()  # epath caches filesystems
-  local_checkpoints = tmp_path / "checkpoints"
-  monkeypatch.setattr(checkpointing, "checkpoint_dir",
-                      lambda workdir: str(local_checkpoints / workdir.replace("gs://", "")))
+  # A flat bucket: Orbax asks google-cloud-storage (requirements-cloud.txt,
+  # not in the test environment) whether it has a hierarchical namespace.
+  monkeypatch.setattr(gcs_utils, "is_hierarchical_namespace_enabled", lambda path: False)
   yield FakeGCS.store
   FakeGCS.store.clear()
   epath.backend.fsspec_backend._get_filesystem.cache_clear()
@@ -77,6 +79,30 @@ def test_fileio_on_a_bucket(bucket):
   assert epath.Path("gs://b/run/m.jsonl").read_text() == "1\n2\n3\n"
 
 
+def test_orbax_checkpoints_round_trip_through_the_bucket(bucket):
+  """The trainer's save and restore (state and Grain iterator position) on a
+  gs:// directory: the objects land in the bucket, and a fresh manager finds
+  the step there and restores both."""
+  import grain
+  directory = checkpointing.checkpoint_dir("gs://bucket/runs/small")
+  state = {"params": np.arange(6, dtype=np.float32).reshape(2, 3), "step": np.int32(7)}
+  data_iter = iter(grain.MapDataset.range(10).to_iter_dataset())
+  next(data_iter), next(data_iter)
+  manager = checkpointing.make_manager(directory, max_to_keep=2)
+  checkpointing.save(manager, 7, state, data_iter)
+  manager.wait_until_finished()
+  assert {"bucket/runs/small/checkpoints/7/state/manifest.ocdbt",
+          "bucket/runs/small/checkpoints/7/commit_success.txt"} <= set(bucket)
+  fresh = checkpointing.make_manager(directory, max_to_keep=2)
+  assert fresh.latest_step() == 7
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), state)
+  restored_iter = iter(grain.MapDataset.range(10).to_iter_dataset())
+  restored = checkpointing.restore_latest(fresh, abstract, restored_iter)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), state)
+  assert next(restored_iter) == 2  # the saved position, not the start
+
+
 @pytest.mark.slow
 def test_training_in_a_bucket_workdir_resumes_and_loads(bucket, tiny_corpus, monkeypatch):
   wandb = FakeWandb()
@@ -92,7 +118,7 @@ def test_training_in_a_bucket_workdir_resumes_and_loads(bucket, tiny_corpus, mon
   second = train.train_and_evaluate(config, workdir)
   assert second.step == 4
 
-  files = {key.removeprefix("gs://bucket/runs/alip/"): key for key in bucket}
+  files = {key.removeprefix("bucket/runs/alip/"): key for key in bucket}
   assert {"config.json", "eval.json", "metrics.jsonl", "tokenizer.model",
           "wandb_run.json"} <= set(files)
   assert json.loads(bucket[files["config.json"]].getvalue())["train"]["steps"] == 4
@@ -116,6 +142,14 @@ def test_training_in_a_bucket_workdir_resumes_and_loads(bucket, tiny_corpus, mon
   # alip_jax.load reads the bucket workdir (the tokenizer comes down to a temp file).
   loaded = alip_jax.load(workdir)
   assert loaded.step == 4
+  # Orbax's checkpoints are in the bucket (state arrays in OCDBT files,
+  # written by TensorStore), at steps 2 and 4; the second run resumed from 2.
+  for step in (2, 4):
+    assert {f"checkpoints/{step}/commit_success.txt", f"checkpoints/{step}/state/manifest.ocdbt",
+            f"checkpoints/{step}/state/_METADATA"} <= set(files)
+    assert any(name.startswith(f"checkpoints/{step}/state/d/") for name in files)
+    assert any(name.startswith(f"checkpoints/{step}/data_iter/") for name in files)
+  assert checkpointing.checkpoint_dir(workdir) == "gs://bucket/runs/alip/checkpoints"
   # The params the run ended with, as its last checkpoint holds them.
   import orbax.checkpoint as ocp
   path = f"{checkpointing.checkpoint_dir(workdir)}/4/state"

@@ -13,6 +13,7 @@ import numpy as np
 import optax
 import pytest
 
+import alip_jax
 from alip_jax import train
 from alip_jax.evaluation import classification, retrieval, tasks
 from conftest import tiny_config
@@ -100,12 +101,21 @@ def trained_workdir(tiny_corpus, tfds_dir, tmp_path_factory):
   return workdir, result
 
 
-def test_trainer_logs_zeroshot_and_probe(trained_workdir):
-  _, result = trained_workdir
+def test_trainer_logs_zeroshot_and_probe(trained_workdir, tfds_dir):
+  workdir, result = trained_workdir
   metrics = result.eval
   assert metrics["zeroshot/tiny_colors/num_images"] == 37
   assert metrics["zeroshot/tiny_colors/num_classes"] == 3
-  assert 0 <= metrics["zeroshot/tiny_colors/top1"] <= 1
+  # The logged accuracies are those of the run's final params: the same task
+  # through alip_jax.load's encoders of the last checkpoint gives them.
+  loaded = alip_jax.load(workdir)
+  again = tasks.run_zeroshot(loaded.encode_image, loaded.encode_text, "tiny_colors:test",
+                             tiny_config().data.image_size, 16, tfds_dir)
+  logged = {k.removeprefix("zeroshot/tiny_colors/"): v for k, v in metrics.items()
+            if k.startswith("zeroshot/tiny_colors/")}
+  assert "top1" in logged and logged.keys() == again.keys()
+  for k, v in logged.items():
+    assert v == pytest.approx(again[k], abs=1e-9), k
   assert metrics["linear_probe/tiny_colors/num_test"] == 37
   # Colour is easy to read off even barely trained features.
   assert metrics["linear_probe/tiny_colors/accuracy"] > 0.9

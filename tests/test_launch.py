@@ -29,7 +29,7 @@ esac
 """
 
 
-def run_script(tmp_path, **env):
+def run_script(tmp_path, root=ROOT, **env):
   bin_dir, home = tmp_path / "bin", tmp_path / "worker_home"
   bin_dir.mkdir(exist_ok=True)
   home.mkdir(exist_ok=True)
@@ -41,7 +41,7 @@ def run_script(tmp_path, **env):
               "CONFIG": "configs/demo.py", "WORKDIR": "gs://bucket/runs/demo",
               "POLL_SECONDS": "0", **env}
   result = subprocess.run(["bash", "launch/tpu_pod.sh", "--config.train.steps=5",
-                           "--config.model.image=B/16"], cwd=ROOT, env=full_env,
+                           "--config.model.image=B/16"], cwd=root, env=full_env,
                           capture_output=True, text=True, timeout=120)
   calls = [c.split("\x1f")[:-1] for c in log.read_text().split("\x1e")[:-1]] if log.exists() else []
   return result, calls, home
@@ -51,7 +51,7 @@ def command_of(call):
   return next(a.removeprefix("--command=") for a in call if a.startswith("--command="))
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(ROOT, ".git")), reason="needs the git checkout")
+@pytest.mark.skipif(not os.path.exists(os.path.join(ROOT, ".git")), reason="needs the git checkout")
 def test_tpu_pod_creates_ships_installs_and_trains_on_all_workers(tmp_path):
   result, calls, home = run_script(
       tmp_path, ACCELERATOR_TYPE="v5litepod-32", RUNTIME_VERSION="v2-alpha-tpuv5-lite",
@@ -75,18 +75,37 @@ def test_tpu_pod_creates_ships_installs_and_trains_on_all_workers(tmp_path):
   assert "gcsfuse -o ro --implicit-dirs my-data /tmp/alip_data" in train
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(ROOT, ".git")), reason="needs the git checkout")
 def test_tpu_pod_reuses_the_tpu_and_ships_the_committed_tree(tmp_path):
-  result, calls, home = run_script(tmp_path, FAKE_TPU_EXISTS="1", FAKE_RUN="1",
+  """In a checkout with an uncommitted edit and an untracked file, the
+  worker gets exactly the committed files, with their committed contents."""
+  checkout = tmp_path / "checkout"
+  (checkout / "launch").mkdir(parents=True)
+  (checkout / "alip_jax").mkdir()
+  with open(os.path.join(ROOT, "launch", "tpu_pod.sh")) as f:
+    (checkout / "launch" / "tpu_pod.sh").write_text(f.read())
+  (checkout / "alip_jax" / "main.py").write_text("# committed\n")
+  (checkout / "requirements.txt").write_text("committed\n")
+
+  def git(*args):
+    subprocess.run(["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@t",
+                    *args], check=True, capture_output=True)
+
+  git("init", "-q")
+  git("add", ".")
+  git("commit", "-q", "-m", "committed tree")
+  (checkout / "requirements.txt").write_text("edited, not committed\n")
+  (checkout / "untracked.txt").write_text("never added\n")
+  result, calls, home = run_script(tmp_path, root=checkout, FAKE_TPU_EXISTS="1", FAKE_RUN="1",
                                    STEPS="create ship")
   assert result.returncode == 0, result.stderr
   assert "reusing TPU VM alip-pod" in result.stdout
   assert [" ".join(c[2:4]) for c in calls] == ["tpu-vm describe", "tpu-vm scp", "tpu-vm ssh"]
   with tarfile.open(home / "alip_jax.tar.gz") as archive:
-    assert "alip_jax/main.py" in archive.getnames()
-  # The worker's copy is unpacked and has the code and requirements.
-  assert (home / "alip_jax" / "alip_jax" / "main.py").exists()
-  assert (home / "alip_jax" / "requirements.txt").exists()
+    files = {m.name for m in archive.getmembers() if m.isfile()}
+  assert files == {"launch/tpu_pod.sh", "alip_jax/main.py", "requirements.txt"}
+  # The worker's copy is unpacked, with the committed contents.
+  assert (home / "alip_jax" / "alip_jax" / "main.py").read_text() == "# committed\n"
+  assert (home / "alip_jax" / "requirements.txt").read_text() == "committed\n"
 
 
 def test_tpu_pod_refuses_a_local_workdir_and_a_missing_tpu_type(tmp_path):

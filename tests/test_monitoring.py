@@ -135,7 +135,21 @@ def test_the_panel_lists_the_lowest_of_the_whole_interval_with_keys_and_texts():
   assert panel.render() == ""  # the interval was consumed
 
 
-def test_local_rows_follow_the_batch_sharding():
+def test_local_rows_follow_the_batch_sharding(monkeypatch):
   mesh = mesh_lib.make_mesh(dict(data=-1))
   np.testing.assert_array_equal(
       downweighted.local_rows(mesh_lib.batch_sharding(mesh), 16), np.arange(16))
+  # One process holds every row; two processes must each get only theirs.
+  # A layout as a 2-host data axis gives it: 4 devices, process 1 holds
+  # rows 4:8 and 12:16 (listed out of order, as a device map may be).
+  device = lambda p: type("Device", (), {"process_index": p})()  # noqa: E731
+  spans = {device(0): (0, 4), device(1): (12, 16), device(0): (8, 12), device(1): (4, 8)}
+
+  class TwoHostSharding:
+    def devices_indices_map(self, shape):
+      assert shape == (16,)
+      return {d: (slice(*span),) for d, span in spans.items()}
+
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  np.testing.assert_array_equal(downweighted.local_rows(TwoHostSharding(), 16),
+                                [4, 5, 6, 7, 12, 13, 14, 15])

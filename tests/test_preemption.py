@@ -16,6 +16,7 @@ from conftest import restore_saved_state
 from test_end_to_end import ROOT, TINY_FLAGS, main_command, run_main
 
 STEPS = 24
+SEED = 29  # picks the steps the signals land at: reproducible
 
 
 def flags(corpus, *extra):
@@ -63,7 +64,7 @@ def assert_bit_identical(state, want):
 @pytest.mark.slow
 def test_sigterm_saves_exits_and_resumes_bit_identical(tiny_corpus, tmp_path, reference):
   workdir = str(tmp_path / "sigterm")
-  stop_at = int(np.random.default_rng().integers(2, STEPS - 4))  # a random step
+  stop_at = int(np.random.default_rng(SEED).integers(2, STEPS - 4))  # a random step, seeded
   process = start_main(workdir, *flags(tiny_corpus, "--config.train.checkpoint_every=1000"))
   wait_for_logged_steps(workdir, process, stop_at)
   process.send_signal(signal.SIGTERM)
@@ -78,19 +79,42 @@ def test_sigterm_saves_exits_and_resumes_bit_identical(tiny_corpus, tmp_path, re
   assert_bit_identical(final_state(workdir), reference)
 
 
+def saves_in_flight(workdir):
+  """Steps whose Orbax save has begun and not finished: Orbax writes a step
+  into '<step>.orbax-checkpoint-tmp…' and renames it when complete."""
+  directory = os.path.join(workdir, "checkpoints")
+  names = os.listdir(directory) if os.path.isdir(directory) else []
+  return sorted(int(n.split(".")[0]) for n in names if ".orbax-checkpoint-tmp" in n)
+
+
 @pytest.mark.slow
-def test_kill_9_during_async_saves_keeps_a_restorable_checkpoint(tiny_corpus, tmp_path, reference):
+def test_kill_9_during_an_async_save_keeps_a_restorable_checkpoint(tiny_corpus, tmp_path,
+                                                                    reference):
   workdir = str(tmp_path / "kill9")
-  # A save every step, so the kill lands while an async save is in flight.
+  # A save every step. From a seeded step on: as soon as a save is seen in
+  # flight, SIGSTOP the process (all its threads stop at once), check that
+  # the save is still unfinished (else let it go on and look again), kill -9.
   run_flags = flags(tiny_corpus, "--config.train.checkpoint_every=1")
-  kill_at = int(np.random.default_rng().integers(3, STEPS - 4))
+  kill_from = int(np.random.default_rng(SEED).integers(3, STEPS - 6))
   process = start_main(workdir, *run_flags)
-  wait_for_logged_steps(workdir, process, kill_at)
+  wait_for_logged_steps(workdir, process, kill_from)
+  deadline = time.time() + 120
+  while True:
+    assert process.poll() is None and time.time() < deadline, "no save seen in flight"
+    if saves_in_flight(workdir):
+      process.send_signal(signal.SIGSTOP)
+      if in_flight := saves_in_flight(workdir):
+        break
+      process.send_signal(signal.SIGCONT)
+    time.sleep(0.002)
   process.kill()
   process.communicate(timeout=60)
+  assert saves_in_flight(workdir) == in_flight  # the kill left them unfinished
+  finished = ocp.CheckpointManager(os.path.join(workdir, "checkpoints")).latest_step()
+  assert finished is not None and finished < in_flight[-1] < STEPS, (finished, in_flight)
   resumed = run_main(workdir, *run_flags)
-  assert resumed.returncode == 0, (kill_at, resumed.stderr[-3000:])
-  assert "resumed from step" in resumed.stderr, (kill_at, resumed.stderr[-3000:])
+  assert resumed.returncode == 0, (kill_from, resumed.stderr[-3000:])
+  assert f"resumed from step {finished}" in resumed.stderr, (finished, resumed.stderr[-3000:])
   assert_bit_identical(final_state(workdir), reference)
 
 
