@@ -49,3 +49,15 @@ def setup_logging() -> None:
   """Our INFO lines on stderr; libraries (Orbax is chatty) at WARNING."""
   absl_logging.set_verbosity(absl_logging.WARNING)
   logging.getLogger("alip_jax").setLevel(logging.INFO)
+
+
+def exit_on_user_errors(fn, errors: tuple):
+  """fn(); an error of a type in `errors` (the refusal of a user's input, config
+  or directory, whose message says what to do) ends the process with that one
+  `error: …` line and status 1; its traceback only with ALIP_DEBUG=1."""
+  if os.environ.get("ALIP_DEBUG") == "1":
+    return fn()
+  try:
+    return fn()
+  except errors as e:
+    sys.exit(f"error: {e}")

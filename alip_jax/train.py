@@ -21,7 +21,7 @@ import numpy as np
 
 from alip_jax import (checkpointing, config_check, fileio, losses, mesh as mesh_lib, monitoring,
                       phase_times, state as state_lib, step as step_lib)
-from alip_jax.checkpointing import run_config
+from alip_jax.checkpointing import lease, run_config
 from alip_jax.data import pipeline, records
 from alip_jax.evaluation import evaluators as evaluators_lib
 from alip_jax.tools import synthetic
@@ -52,18 +52,21 @@ def itstime(step: int, every: int, total: int, at_total: bool = True) -> bool:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       stop_after: int | None = None) -> TrainResult:
+                       stop_after: int | None = None, break_lease: bool = False) -> TrainResult:
   """Trains (resuming from `workdir` if it holds checkpoints) and evaluates.
 
   `stop_after` ends this run after that step with a checkpoint and no final
   evaluation, as a preemption would; re-running resumes from there.
+  `break_lease` breaks a stale writer lease on `workdir` (checkpointing/lease.py).
   """
   started = phase_times.usage_now()
   config = config_check.validate(config)  # defaults filled in, typos stop here
-  mesh = mesh_lib.make_mesh(config.mesh)
-  # The mesh in context: the chunked losses' shard_map runs over it.
-  with jax.set_mesh(mesh):
-    return _train_and_evaluate(config, workdir, mesh, stop_after, started)
+  # One writer per workdir, taken before anything there is read or written.
+  with lease.take(workdir, "train", break_lease):
+    mesh = mesh_lib.make_mesh(config.mesh)
+    # The mesh in context: the chunked losses' shard_map runs over it.
+    with jax.set_mesh(mesh):
+      return _train_and_evaluate(config, workdir, mesh, stop_after, started)
 
 
 def _train_and_evaluate(config, workdir, mesh, stop_after, started) -> TrainResult:
