@@ -91,12 +91,6 @@ def _train_and_evaluate(config, workdir, mesh, stop_after, started) -> TrainResu
   model, tokenizer = state_lib.make_model_and_tokenizer(config, data_dir)
   used_tokenizer = getattr(tokenizer, "tokenizer_json", None) or tokenizer.model_path
   run_config.check_tokenizer(workdir, used_tokenizer, saved_steps)
-  if is_main:  # the tokenizer copy: so alip_jax.load needs no data directory
-    fileio.makedirs(workdir)
-    run_config.record(config, workdir, config_changes, saved_steps)
-    tokenizer_copy = fileio.join(workdir, os.path.basename(used_tokenizer))
-    if not (saved_steps and fileio.exists(tokenizer_copy)):  # else checked equal above
-      fileio.copy(used_tokenizer, tokenizer_copy)
   bad_records = pipeline.BadRecordCounter()
   train_source = records.ShardedSource(records.split_files(data_dir, config.data.train_split).files,
                                       config.data.skip_bad_shards)
@@ -127,6 +121,14 @@ def _train_and_evaluate(config, workdir, mesh, stop_after, started) -> TrainResu
     log.info("initialised a new run in %s", workdir)
   else:
     log.info("resumed from step %d in %s", int(state["step"]), workdir)
+  # Written only now that the saved state has matched this config's shapes
+  # (a workdir whose config.json was lost says nothing before that).
+  if is_main:  # the tokenizer copy: so alip_jax.load needs no data directory
+    fileio.makedirs(workdir)
+    run_config.record(config, workdir, config_changes, saved_steps)
+    tokenizer_copy = fileio.join(workdir, os.path.basename(used_tokenizer))
+    if not (saved_steps and fileio.exists(tokenizer_copy)):  # else checked equal above
+      fileio.copy(used_tokenizer, tokenizer_copy)
   first_step = int(state["step"])
 
   # ---- Evaluators (their data read once) and the log they write.

@@ -85,6 +85,21 @@ def test_resume_with_another_model_is_refused_before_anything_is_written(
   alip_jax.load(workdir)  # the run's own checkpoints still load
 
 
+def test_a_workdir_without_its_config_json_is_not_written_before_the_shape_check(
+    stopped_run, tiny_corpus, tmp_path):
+  """config.json lost (or not copied): nothing to compare a resume with, so
+  the saved shapes are the check, and nothing is written before it."""
+  workdir = copy_of(stopped_run, tmp_path)
+  os.remove(os.path.join(workdir, "config.json"))
+  before = tree_digest(workdir)
+  config = config_for(tiny_corpus)
+  config.model.text.width = 48
+  with pytest.raises(checkpointing.StateShapeMismatch, match="saved by another model"):
+    train.train_and_evaluate(config, workdir)
+  assert tree_digest(workdir) == before  # no config.json of the refused model
+  assert not os.path.exists(os.path.join(workdir, "config.json"))
+
+
 def test_a_batch_the_mesh_cannot_split_writes_nothing(tiny_corpus, tmp_path):
   config = config_for(tiny_corpus)
   config.train.batch_size = 12  # 8 devices

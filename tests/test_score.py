@@ -262,6 +262,10 @@ def test_unreadable_records_and_a_truncated_shard_are_counted(run, tmp_path):
   with open(paths[2], "r+b") as f:
     f.truncate(os.path.getsize(paths[2]) // 2)
   loaded = alip_jax.load(workdir)
+  counted = score.score_split(loaded, paths[:2], str(tmp_path / "no_flag"), batch_size=8,
+                              progress=False)  # records: counted, flag or not
+  assert counted["bad"] == {"unreadable_record": len(unreadable)}
+  assert counted["scored"] + len(unreadable) == counted["records"] == 20
   with pytest.raises(records.CorruptShardError, match=f"{paths[2]}: .* set --skip_bad_shards"):
     score.score_split(loaded, paths, str(tmp_path / "refused"), batch_size=8, progress=False)
   summary = score.score_split(loaded, paths, str(tmp_path / "scores"), batch_size=8,
