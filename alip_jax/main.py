@@ -15,7 +15,7 @@ from absl import app, flags
 import jax
 from ml_collections import config_flags
 
-from alip_jax import checkpointing, config_check, console, distributed, train
+from alip_jax import checkpointing, config_check, console, distributed, mesh, train
 from alip_jax.checkpointing import lease
 from alip_jax.data import records
 
@@ -26,10 +26,12 @@ _BREAK_LEASE = flags.DEFINE_bool(
     "renewing it: killed on another host). Only when no other trainer uses the workdir.")
 flags.mark_flags_as_required(["config", "workdir"])
 
-# Refusals of the user's config, workdir or data: one `error:` line each.
+# Refusals of the user's config, workdir or data, and the stops whose message
+# says what to do (a failed save, a diverged run): one `error:` line each.
 USER_ERRORS = (config_check.ConfigError, lease.LeaseHeld, checkpointing.RunConfigMismatch,
                checkpointing.StateShapeMismatch, checkpointing.NoReadableCheckpoint,
-               records.CorruptShardError, records.ShardMismatchError)
+               records.CorruptShardError, records.ShardMismatchError, mesh.BatchSizeError,
+               checkpointing.SaveFailed, FloatingPointError)
 
 
 def main(argv):

@@ -75,8 +75,9 @@ def _train_and_evaluate(config, workdir, mesh, stop_after, started) -> TrainResu
   # ---- Batch geometry.
   local_batch = mesh_lib.check_batch_size(config.train.batch_size, mesh, jax.process_count())
   if config.eval.batch_size % mesh_lib.batch_size_divisor(mesh):
-    raise ValueError(f"config.eval.batch_size={config.eval.batch_size} is not divisible "
-                     f"by the batch axes data × fsdp = {mesh_lib.batch_size_divisor(mesh)}.")
+    raise mesh_lib.BatchSizeError(
+        f"config.eval.batch_size={config.eval.batch_size} is not divisible by the batch axes "
+        f"data × fsdp = {mesh_lib.batch_size_divisor(mesh)}.")
   batch_sharding = mesh_lib.batch_sharding(mesh)
   log.info("mesh %s, global batch %d (%d per process)", dict(mesh.shape),
            config.train.batch_size, local_batch)

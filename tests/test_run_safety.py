@@ -108,6 +108,23 @@ def test_a_batch_the_mesh_cannot_split_writes_nothing(tiny_corpus, tmp_path):
   assert not os.path.exists(tmp_path / "run")
 
 
+def test_a_refused_command_line_is_one_error_line(tiny_corpus, tmp_path):
+  """A user's error ends `alip-train` with one `error:` line and status 1,
+  its traceback only with ALIP_DEBUG=1; nothing is left in the workdir."""
+  from test_end_to_end import TINY_FLAGS, run_main
+  workdir = str(tmp_path / "run")
+  refused = run_main(workdir, *TINY_FLAGS, f"--config.data.dir={tiny_corpus}",
+                     "--config.train.batch_size=12")
+  assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
+  assert refused.stderr.strip().splitlines()[-1].startswith(
+      "error: config.train.batch_size=12 is not divisible by the mesh's batch axes")
+  assert not os.path.exists(workdir)
+  debug = subprocess.run([*refused.args], cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "ALIP_DEBUG": "1"}, timeout=600)
+  assert debug.returncode == 1 and "Traceback" in debug.stderr
+  assert "BatchSizeError: config.train.batch_size=12" in debug.stderr
+
+
 def test_allowed_changes_are_logged_and_the_old_config_kept(stopped_run, tiny_corpus, tmp_path,
                                                              caplog):
   workdir = copy_of(stopped_run, tmp_path)
@@ -203,15 +220,16 @@ def test_truncated_newest_checkpoint_falls_back_bit_identically(stopped_run, tin
 
 FILE_LIMIT_RUN = textwrap.dedent("""
     import resource, signal, sys
-    sys.path.insert(0, "tests")
+    sys.path[:0] = ["tests", "."]
     import conftest
-    from alip_jax import train
-    config = conftest.tiny_config()
-    config.data.dir = sys.argv[1]
-    config.train.steps, config.train.checkpoint_every, config.train.log_every = 8, 1, 1
+    from alip_jax import main
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
     resource.setrlimit(resource.RLIMIT_FSIZE, (64_000, resource.RLIM_INFINITY))
-    train.train_and_evaluate(config, sys.argv[2])
+    sys.argv = ["alip-train", "--config", "configs/demo.py", "--workdir", sys.argv[2],
+                *conftest.tiny_flags(), f"--config.data.dir={sys.argv[1]}",
+                "--config.train.steps=8", "--config.train.checkpoint_every=1",
+                "--config.train.log_every=1"]
+    main.run()
 """)
 
 
@@ -221,9 +239,10 @@ def test_failed_async_save_stops_at_the_next_step(stopped_run, tiny_corpus, tmp_
   saved = {s: tree_digest(os.path.join(workdir, "checkpoints", str(s))) for s in (3, 4)}
   run = subprocess.run([sys.executable, "-c", FILE_LIMIT_RUN, tiny_corpus, workdir], cwd=ROOT,
                        capture_output=True, text=True, timeout=600)
-  assert run.returncode != 0
-  assert "SaveFailed: the checkpoint save of step 5 failed" in run.stderr, run.stderr[-3000:]
-  assert "Checkpoints already saved are untouched: steps [3, 4]" in run.stderr
+  assert run.returncode == 1
+  last = run.stderr.strip().splitlines()[-1]  # the last thing printed, as one line
+  assert last.startswith("error: the checkpoint save of step 5 failed"), run.stderr[-3000:]
+  assert "Checkpoints already saved are untouched: steps [3, 4]" in last
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     last = [json.loads(line)["step"] for line in f][-1]
   assert last <= 6  # stopped at the next boundary (or, at the latest, the next save)
