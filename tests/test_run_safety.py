@@ -108,23 +108,6 @@ def test_a_batch_the_mesh_cannot_split_writes_nothing(tiny_corpus, tmp_path):
   assert not os.path.exists(tmp_path / "run")
 
 
-def test_a_refused_command_line_is_one_error_line(tiny_corpus, tmp_path):
-  """A user's error ends `alip-train` with one `error:` line and status 1,
-  its traceback only with ALIP_DEBUG=1; nothing is left in the workdir."""
-  from test_end_to_end import TINY_FLAGS, run_main
-  workdir = str(tmp_path / "run")
-  refused = run_main(workdir, *TINY_FLAGS, f"--config.data.dir={tiny_corpus}",
-                     "--config.train.batch_size=12")
-  assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr[-3000:]
-  assert refused.stderr.strip().splitlines()[-1].startswith(
-      "error: config.train.batch_size=12 is not divisible by the mesh's batch axes")
-  assert not os.path.exists(workdir)
-  debug = subprocess.run([*refused.args], cwd=ROOT, capture_output=True, text=True,
-                         env={**os.environ, "ALIP_DEBUG": "1"}, timeout=600)
-  assert debug.returncode == 1 and "Traceback" in debug.stderr
-  assert "BatchSizeError: config.train.batch_size=12" in debug.stderr
-
-
 def test_allowed_changes_are_logged_and_the_old_config_kept(stopped_run, tiny_corpus, tmp_path,
                                                              caplog):
   workdir = copy_of(stopped_run, tmp_path)
