@@ -100,6 +100,15 @@ def test_a_workdir_without_its_config_json_is_not_written_before_the_shape_check
   assert not os.path.exists(os.path.join(workdir, "config.json"))
 
 
+def test_readers_work_while_a_trainer_holds_the_workdir(stopped_run, tiny_corpus):
+  """alip_jax.load (under evaluate and export) never takes the writer lease."""
+  from alip_jax.checkpointing import lease
+  with lease.Lease(stopped_run, "train"):
+    assert alip_jax.load(stopped_run).step == 4
+    with pytest.raises(lease.LeaseHeld, match="in use by another writer"):
+      train.train_and_evaluate(config_for(tiny_corpus), stopped_run)
+
+
 def test_a_batch_the_mesh_cannot_split_writes_nothing(tiny_corpus, tmp_path):
   config = config_for(tiny_corpus)
   config.train.batch_size = 12  # 8 devices
