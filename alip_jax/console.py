@@ -49,3 +49,20 @@ def setup_logging() -> None:
   """Our INFO lines on stderr; libraries (Orbax is chatty) at WARNING."""
   absl_logging.set_verbosity(absl_logging.WARNING)
   logging.getLogger("alip_jax").setLevel(logging.INFO)
+
+
+def exit_on_user_errors(fn, errors: tuple):
+  """fn(); an error of a type in `errors` (the refusal of a user's input, config
+  or directory, or a failed save: each message says what to do) ends the
+  process with that one `error: …` line and status 1, its traceback only with
+  ALIP_DEBUG=1. The line is the last thing printed: background threads still
+  winding down (an Orbax save that failed logs its own traceback) print to
+  /dev/null after it."""
+  if os.environ.get("ALIP_DEBUG") == "1":
+    return fn()
+  try:
+    return fn()
+  except errors as e:
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
+    sys.exit(1)

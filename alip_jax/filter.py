@@ -18,6 +18,11 @@ the other splits of --data (e.g. test) and its tokenizer are copied, and
 counts.json is written, so `--config.data.dir={out}` trains on it. Records
 without a score (bad records) are dropped and counted. filter.json holds
 the counts: kept/dropped per rule and per meta.noise_kind.
+
+One filter writes an --out at a time (a writer lease); --out/made_by.json
+records the scores (and the model, means and γ that made them), the data and
+the rules: a re-run with others is refused unless --overwrite. A refused rule
+or input is one `error:` line.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ import json
 from absl import app, flags
 
 from alip_jax import console
+from alip_jax.checkpointing import lease
 from alip_jax.curation import filtering
+from alip_jax.data import records
 
 _SCORES = flags.DEFINE_string("scores", None, "Output directory of alip_jax.score.")
 _DATA = flags.DEFINE_string("data", None, "The scored split's data directory.")
@@ -37,6 +44,10 @@ _KEEP = flags.DEFINE_string("keep", "", "Conditions, e.g. 'w_sample>=0.5'.")
 _TOP_FRACTION = flags.DEFINE_float("top_fraction", None, "Keep this fraction of the records…")
 _BY = flags.DEFINE_string("by", "w_sample", "…with the largest value of this column.")
 _SHARDS = flags.DEFINE_integer("shards", 4, "Output shards.")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an --out made from other scores, "
+                               "data or rules (else refused).")
+_BREAK_LEASE = flags.DEFINE_bool("break_lease", False, "Break a stale writer lease on --out "
+                                 "(only when no other filter writes there).")
 
 
 def _main(argv):
@@ -46,8 +57,10 @@ def _main(argv):
       raise app.UsageError(f"{name} is required")
   if not _KEEP.value and _TOP_FRACTION.value is None:
     raise app.UsageError("give --keep and/or --top_fraction")
-  stats = filtering.filter_split(_SCORES.value, _DATA.value, _SPLIT.value, _OUT.value, _KEEP.value,
-                       _TOP_FRACTION.value, _BY.value, _SHARDS.value)
+  stats = console.exit_on_user_errors(lambda: filtering.filter_split(
+      _SCORES.value, _DATA.value, _SPLIT.value, _OUT.value, _KEEP.value, _TOP_FRACTION.value,
+      _BY.value, _SHARDS.value, _OVERWRITE.value, _BREAK_LEASE.value),
+      (ValueError, FileNotFoundError, lease.LeaseHeld, records.CorruptShardError))
   print(json.dumps(stats, indent=1))
 
 

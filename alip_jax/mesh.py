@@ -119,16 +119,20 @@ def to_host(x) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
+class BatchSizeError(ValueError):
+  """A batch size the mesh or the processes cannot split."""
+
+
 def check_batch_size(global_batch: int, mesh: Mesh, process_count: int) -> int:
   """Returns the per-process batch, or says exactly what does not divide."""
   ways = batch_size_divisor(mesh)
   if global_batch % ways:
-    raise ValueError(
+    raise BatchSizeError(
         f"config.train.batch_size={global_batch} is not divisible by the mesh's "
         f"batch axes data × fsdp = {ways} (mesh {dict(mesh.shape)}); use a multiple of "
         f"{ways}, e.g. {max(ways, global_batch - global_batch % ways)}.")
   if global_batch % process_count:
-    raise ValueError(
+    raise BatchSizeError(
         f"config.train.batch_size={global_batch} is not divisible by the "
         f"{process_count} JAX processes; use a multiple of {process_count}.")
   return global_batch // process_count

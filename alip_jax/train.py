@@ -21,7 +21,7 @@ import numpy as np
 
 from alip_jax import (checkpointing, config_check, fileio, losses, mesh as mesh_lib, monitoring,
                       phase_times, state as state_lib, step as step_lib)
-from alip_jax.checkpointing import run_config
+from alip_jax.checkpointing import lease, run_config
 from alip_jax.data import pipeline, records
 from alip_jax.evaluation import evaluators as evaluators_lib
 from alip_jax.tools import synthetic
@@ -52,18 +52,21 @@ def itstime(step: int, every: int, total: int, at_total: bool = True) -> bool:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       stop_after: int | None = None) -> TrainResult:
+                       stop_after: int | None = None, break_lease: bool = False) -> TrainResult:
   """Trains (resuming from `workdir` if it holds checkpoints) and evaluates.
 
   `stop_after` ends this run after that step with a checkpoint and no final
   evaluation, as a preemption would; re-running resumes from there.
+  `break_lease` breaks a stale writer lease on `workdir` (checkpointing/lease.py).
   """
   started = phase_times.usage_now()
   config = config_check.validate(config)  # defaults filled in, typos stop here
-  mesh = mesh_lib.make_mesh(config.mesh)
-  # The mesh in context: the chunked losses' shard_map runs over it.
-  with jax.set_mesh(mesh):
-    return _train_and_evaluate(config, workdir, mesh, stop_after, started)
+  # One writer per workdir, taken before anything there is read or written.
+  with lease.take(workdir, "train", break_lease):
+    mesh = mesh_lib.make_mesh(config.mesh)
+    # The mesh in context: the chunked losses' shard_map runs over it.
+    with jax.set_mesh(mesh):
+      return _train_and_evaluate(config, workdir, mesh, stop_after, started)
 
 
 def _train_and_evaluate(config, workdir, mesh, stop_after, started) -> TrainResult:
@@ -72,8 +75,9 @@ def _train_and_evaluate(config, workdir, mesh, stop_after, started) -> TrainResu
   # ---- Batch geometry.
   local_batch = mesh_lib.check_batch_size(config.train.batch_size, mesh, jax.process_count())
   if config.eval.batch_size % mesh_lib.batch_size_divisor(mesh):
-    raise ValueError(f"config.eval.batch_size={config.eval.batch_size} is not divisible "
-                     f"by the batch axes data × fsdp = {mesh_lib.batch_size_divisor(mesh)}.")
+    raise mesh_lib.BatchSizeError(
+        f"config.eval.batch_size={config.eval.batch_size} is not divisible by the batch axes "
+        f"data × fsdp = {mesh_lib.batch_size_divisor(mesh)}.")
   batch_sharding = mesh_lib.batch_sharding(mesh)
   log.info("mesh %s, global batch %d (%d per process)", dict(mesh.shape),
            config.train.batch_size, local_batch)
@@ -88,12 +92,6 @@ def _train_and_evaluate(config, workdir, mesh, stop_after, started) -> TrainResu
   model, tokenizer = state_lib.make_model_and_tokenizer(config, data_dir)
   used_tokenizer = getattr(tokenizer, "tokenizer_json", None) or tokenizer.model_path
   run_config.check_tokenizer(workdir, used_tokenizer, saved_steps)
-  if is_main:  # the tokenizer copy: so alip_jax.load needs no data directory
-    fileio.makedirs(workdir)
-    run_config.record(config, workdir, config_changes, saved_steps)
-    tokenizer_copy = fileio.join(workdir, os.path.basename(used_tokenizer))
-    if not (saved_steps and fileio.exists(tokenizer_copy)):  # else checked equal above
-      fileio.copy(used_tokenizer, tokenizer_copy)
   bad_records = pipeline.BadRecordCounter()
   train_source = records.ShardedSource(records.split_files(data_dir, config.data.train_split).files,
                                       config.data.skip_bad_shards)
@@ -124,6 +122,14 @@ def _train_and_evaluate(config, workdir, mesh, stop_after, started) -> TrainResu
     log.info("initialised a new run in %s", workdir)
   else:
     log.info("resumed from step %d in %s", int(state["step"]), workdir)
+  # Written only now that the saved state has matched this config's shapes
+  # (a workdir whose config.json was lost says nothing before that).
+  if is_main:  # the tokenizer copy: so alip_jax.load needs no data directory
+    fileio.makedirs(workdir)
+    run_config.record(config, workdir, config_changes, saved_steps)
+    tokenizer_copy = fileio.join(workdir, os.path.basename(used_tokenizer))
+    if not (saved_steps and fileio.exists(tokenizer_copy)):  # else checked equal above
+      fileio.copy(used_tokenizer, tokenizer_copy)
   first_step = int(state["step"])
 
   # ---- Evaluators (their data read once) and the log they write.

@@ -276,6 +276,35 @@ def test_other_inputs_or_shard_counts_never_mix_into_an_out(tmp_path):
     records.split_files(out, "train")
 
 
+def test_a_failed_build_does_not_block_its_own_advice(tmp_path):
+  """--vocab_size is checked before any work; a build that failed before any
+  complete shard (a truncated tar) is replaced by the re-run its error
+  advises; one that failed at the tokenizer keeps its shards for a re-run
+  with a larger vocabulary."""
+  tar = str(sample_tar(tmp_path / "a.tar", [f"k{i}" for i in range(6)]))
+  out = str(tmp_path / "o")
+  for size in ("0", "-3", "4"):
+    with pytest.raises(SystemExit, match=f"--vocab_size {size}: must exceed the special tokens"):
+      build.main(["--input", tar, "--out", out, "--missing_caption", "raw", "--vocab_size", size])
+  assert not os.path.exists(out)
+  with pytest.raises(ValueError, match=r"--vocab_size 5 is too small .* \d+ in all; use at least"):
+    build.build([tar], build.BuildOptions(out=out, missing_caption="raw"), vocab_size=5)
+  stats = build.build([tar], build.BuildOptions(out=out, missing_caption="raw"), vocab_size=40)
+  assert stats["written"] == 6 and stats["reused_shards"] == 1
+  assert json.load(open(os.path.join(out, "manifest.json")))["train"]["complete"]
+
+  truncated = tmp_path / "cut.tar"
+  truncated.write_bytes(open(tar, "rb").read()[:header_offsets(tar)[4] + 700])
+  cut = str(tmp_path / "cut")
+  with pytest.raises(tar_reader.TarError, match="truncated tar archive"):
+    build.build([str(truncated)], build.BuildOptions(out=cut, missing_caption="raw"),
+                vocab_size=40)
+  assert not json.load(open(os.path.join(cut, "manifest.json")))["train"]["complete"]
+  advised = build.build([str(truncated)], build.BuildOptions(
+      out=cut, missing_caption="raw", skip_bad_members=True), vocab_size=40)
+  assert advised["skipped"] == {"truncated_tar": 1} and advised["written"] == 2
+
+
 @pytest.mark.slow
 def test_shards_do_not_depend_on_runner_workers_input_order_or_file_count(tmp_path):
   keys = [f"s{i:02d}" for i in range(12)]

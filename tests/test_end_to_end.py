@@ -64,10 +64,19 @@ def test_cli_trains_then_resumes_from_the_saved_step(tiny_corpus, tmp_path):
 
 @pytest.mark.slow
 def test_cli_rejects_a_batch_that_does_not_divide_the_mesh(tiny_corpus, tmp_path):
-  result = run_main(str(tmp_path / "bad"), *TINY_FLAGS, f"--config.data.dir={tiny_corpus}",
+  """A user's error: one `error:` line, status 1, nothing left in the
+  workdir; the traceback only with ALIP_DEBUG=1."""
+  workdir = str(tmp_path / "bad")
+  result = run_main(workdir, *TINY_FLAGS, f"--config.data.dir={tiny_corpus}",
                     "--config.train.batch_size=12")
-  assert result.returncode != 0
-  assert "batch_size=12 is not divisible by the mesh's batch axes data × fsdp = 8" in result.stderr
+  assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: config.train.batch_size=12 is not divisible by the mesh's batch axes data × fsdp "
+      "= 8 (mesh {'data': 8, 'fsdp': 1, 'model': 1}); use a multiple of 8, e.g. 8.")
+  assert not os.path.exists(workdir)
+  debug = subprocess.run(result.args, cwd=ROOT, capture_output=True, text=True,
+                         env={**os.environ, "ALIP_DEBUG": "1"}, timeout=600)
+  assert debug.returncode == 1 and "BatchSizeError: config.train.batch_size=12" in debug.stderr
 
 
 @pytest.mark.slow

@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from alip_jax.curation import filtering as filter_lib, scoring as score
+from alip_jax.checkpointing import lease as lease_lib
+from alip_jax.curation import filtering as filter_lib, provenance, scoring as score
 from alip_jax.data import pipeline, records
 from test_end_to_end import ROOT
 
@@ -116,3 +117,48 @@ def test_command_line(tiny_corpus, scored, tmp_path):
   stats = json.loads(result.stdout)
   assert stats["kept"] == int((table["noise_kind"] == "matched").sum())
   assert json.load(open(os.path.join(out, "filter.json"))) == stats
+
+
+def test_a_rerun_with_other_scores_or_rules_is_refused_unless_overwrite(tiny_corpus, scored,
+                                                                        tmp_path):
+  scores_dir, table, _ = scored
+  out = str(tmp_path / "out")
+  first = filter_lib.filter_split(scores_dir, tiny_corpus, "test", out, keep="w_sample>=0.5")
+  again = filter_lib.filter_split(scores_dir, tiny_corpus, "test", out, keep="w_sample>=0.5")
+  assert again == first  # the same run repeated: allowed
+  # Scores of another model (its summary names other weights), or other rules.
+  with open(os.path.join(scores_dir, "summary.json"), "w") as f:
+    json.dump({"model": {"source": "/runs/other", "step": 9, "weights_sha256": "ab"}}, f)
+  before = {n: os.path.getmtime(os.path.join(out, n)) for n in os.listdir(out)}
+  with pytest.raises(provenance.OutputMismatch, match=r"scored_by.model: None → .*--overwrite"):
+    filter_lib.filter_split(scores_dir, tiny_corpus, "test", out, keep="w_sample>=0.5")
+  with pytest.raises(provenance.OutputMismatch, match="keep: 'w_sample>=0.5' → 'w_sample>=0.9'"):
+    filter_lib.filter_split(scores_dir, tiny_corpus, "test", out, keep="w_sample>=0.9", shards=2)
+  assert {n: os.path.getmtime(os.path.join(out, n)) for n in os.listdir(out)} == before
+  replaced = filter_lib.filter_split(scores_dir, tiny_corpus, "test", out, keep="w_sample>=0.9",
+                                     shards=2, overwrite=True)
+  assert replaced["kept"] == int((table["w_sample"] >= 0.9).sum()) == len(kept_keys(out))
+  assert len(records.split_files(out, "test").files) == 2  # no stray shard of the first run
+
+
+def test_a_second_filter_on_one_out_is_refused(tiny_corpus, scored, tmp_path):
+  scores_dir, _, _ = scored
+  out = str(tmp_path / "out")
+  with lease_lib.Lease(out, "filter"):
+    with pytest.raises(lease_lib.LeaseHeld, match=f"{out} is in use by another writer: filter"):
+      filter_lib.filter_split(scores_dir, tiny_corpus, "test", out, keep="w_sample>=0.5")
+    assert os.listdir(out) == [lease_lib.LEASE_NAME]
+
+
+def test_a_bad_rule_on_the_command_line_is_one_error_line(tiny_corpus, scored, tmp_path):
+  scores_dir, _, _ = scored
+  out = str(tmp_path / "cli")
+  result = subprocess.run(
+      [sys.executable, "-m", "alip_jax.filter", f"--scores={scores_dir}",
+       f"--data={tiny_corpus}", "--split=test", f"--out={out}", "--keep=weight>=0.5"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines() == [
+      "error: --keep 'weight>=0.5': write COLUMN OP VALUE with OP one of >= <= == != > < and "
+      "COLUMN one of " + ", ".join(score.COLUMNS)], result.stderr[-3000:]
+  assert not os.path.exists(out)  # nothing written

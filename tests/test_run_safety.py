@@ -85,6 +85,30 @@ def test_resume_with_another_model_is_refused_before_anything_is_written(
   alip_jax.load(workdir)  # the run's own checkpoints still load
 
 
+def test_a_workdir_without_its_config_json_is_not_written_before_the_shape_check(
+    stopped_run, tiny_corpus, tmp_path):
+  """config.json lost (or not copied): nothing to compare a resume with, so
+  the saved shapes are the check, and nothing is written before it."""
+  workdir = copy_of(stopped_run, tmp_path)
+  os.remove(os.path.join(workdir, "config.json"))
+  before = tree_digest(workdir)
+  config = config_for(tiny_corpus)
+  config.model.text.width = 48
+  with pytest.raises(checkpointing.StateShapeMismatch, match="saved by another model"):
+    train.train_and_evaluate(config, workdir)
+  assert tree_digest(workdir) == before  # no config.json of the refused model
+  assert not os.path.exists(os.path.join(workdir, "config.json"))
+
+
+def test_readers_work_while_a_trainer_holds_the_workdir(stopped_run, tiny_corpus):
+  """alip_jax.load (under evaluate and export) never takes the writer lease."""
+  from alip_jax.checkpointing import lease
+  with lease.Lease(stopped_run, "train"):
+    assert alip_jax.load(stopped_run).step == 4
+    with pytest.raises(lease.LeaseHeld, match="in use by another writer"):
+      train.train_and_evaluate(config_for(tiny_corpus), stopped_run)
+
+
 def test_a_batch_the_mesh_cannot_split_writes_nothing(tiny_corpus, tmp_path):
   config = config_for(tiny_corpus)
   config.train.batch_size = 12  # 8 devices
@@ -188,15 +212,16 @@ def test_truncated_newest_checkpoint_falls_back_bit_identically(stopped_run, tin
 
 FILE_LIMIT_RUN = textwrap.dedent("""
     import resource, signal, sys
-    sys.path.insert(0, "tests")
+    sys.path[:0] = ["tests", "."]
     import conftest
-    from alip_jax import train
-    config = conftest.tiny_config()
-    config.data.dir = sys.argv[1]
-    config.train.steps, config.train.checkpoint_every, config.train.log_every = 8, 1, 1
+    from alip_jax import main
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
     resource.setrlimit(resource.RLIMIT_FSIZE, (64_000, resource.RLIM_INFINITY))
-    train.train_and_evaluate(config, sys.argv[2])
+    sys.argv = ["alip-train", "--config", "configs/demo.py", "--workdir", sys.argv[2],
+                *conftest.tiny_flags(), f"--config.data.dir={sys.argv[1]}",
+                "--config.train.steps=8", "--config.train.checkpoint_every=1",
+                "--config.train.log_every=1"]
+    main.run()
 """)
 
 
@@ -206,9 +231,10 @@ def test_failed_async_save_stops_at_the_next_step(stopped_run, tiny_corpus, tmp_
   saved = {s: tree_digest(os.path.join(workdir, "checkpoints", str(s))) for s in (3, 4)}
   run = subprocess.run([sys.executable, "-c", FILE_LIMIT_RUN, tiny_corpus, workdir], cwd=ROOT,
                        capture_output=True, text=True, timeout=600)
-  assert run.returncode != 0
-  assert "SaveFailed: the checkpoint save of step 5 failed" in run.stderr, run.stderr[-3000:]
-  assert "Checkpoints already saved are untouched: steps [3, 4]" in run.stderr
+  assert run.returncode == 1
+  last = run.stderr.strip().splitlines()[-1]  # the last thing printed, as one line
+  assert last.startswith("error: the checkpoint save of step 5 failed"), run.stderr[-3000:]
+  assert "Checkpoints already saved are untouched: steps [3, 4]" in last
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     last = [json.loads(line)["step"] for line in f][-1]
   assert last <= 6  # stopped at the next boundary (or, at the latest, the next save)

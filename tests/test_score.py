@@ -14,7 +14,8 @@ from PIL import Image
 
 import alip_jax
 from alip_jax import losses, mesh as mesh_lib
-from alip_jax.curation import report, scoring as score
+from alip_jax.checkpointing import lease as lease_lib
+from alip_jax.curation import provenance, report, scoring as score
 from alip_jax.data import records
 from alip_jax.models import two_towers
 from conftest import two_step_run
@@ -221,3 +222,96 @@ def test_score_filter_and_report_on_a_split_built_from_tars(run, tmp_path):
   assert stats["kept"] == 6 and stats["noise_kind"] == {"unknown": {"kept": 6, "dropped": 6}}
   report.write_report(table, files, str(tmp_path / "report"), 4, summary)
   check_report(str(tmp_path / "report"), 12, 4)
+
+
+def damage_one_record(path):
+  """Flips bytes inside the shard at `path` until it still opens but a
+  record does not read (a chunk failing its hash); returns those records."""
+  import grain
+  data = open(path, "rb").read()
+  for offset in range(64, len(data) // 2, 97):
+    damaged = bytearray(data)
+    damaged[offset:offset + 16] = bytes(b ^ 0xFF for b in damaged[offset:offset + 16])
+    with open(path, "wb") as f:
+      f.write(damaged)
+    try:
+      source = grain.sources.ArrayRecordDataSource([path])
+    except RuntimeError:
+      continue
+    unreadable = []
+    for i in range(len(source)):
+      try:
+        source[i]
+      except RuntimeError:
+        unreadable.append(i)
+    if unreadable:
+      return unreadable
+  pytest.fail("no damage found that leaves the shard openable")
+
+
+def test_unreadable_records_and_a_truncated_shard_are_counted(run, tmp_path):
+  """scored + bad = records, with a record failing its chunk hash (always
+  counted) and a truncated shard (an error naming --skip_bad_shards, or with
+  it left out and its records counted from counts.json)."""
+  workdir, data, _, _ = run
+  source = records.ShardedSource(records.split_files(data, "test").files)
+  paths = [str(tmp_path / f"t-0000{s}-of-00003.array_record") for s in range(3)]
+  for s, path in enumerate(paths):
+    records.write_shard(path, (records.decode(source[10 * s + i]) for i in range(10)))
+  unreadable = damage_one_record(paths[1])
+  with open(paths[2], "r+b") as f:
+    f.truncate(os.path.getsize(paths[2]) // 2)
+  loaded = alip_jax.load(workdir)
+  counted = score.score_split(loaded, paths[:2], str(tmp_path / "no_flag"), batch_size=8,
+                              progress=False)  # records: counted, flag or not
+  assert counted["bad"] == {"unreadable_record": len(unreadable)}
+  assert counted["scored"] + len(unreadable) == counted["records"] == 20
+  with pytest.raises(records.CorruptShardError, match=f"{paths[2]}: .* set --skip_bad_shards"):
+    score.score_split(loaded, paths, str(tmp_path / "refused"), batch_size=8, progress=False)
+  summary = score.score_split(loaded, paths, str(tmp_path / "scores"), batch_size=8,
+                              chunk_steps=1, progress=False, skip_bad_shards=True,
+                              expected_records=30)
+  assert summary["records"] == 30 and summary["skipped_shards"] == [paths[2]]
+  assert summary["bad"] == {"unreadable_record": len(unreadable), "unreadable_shard": 10}
+  assert summary["scored"] == 20 - len(unreadable)
+  assert sorted(score.read_scores(str(tmp_path / "scores"))["index"]) == [
+      i for i in range(20) if i - 10 not in unreadable]
+
+
+def test_a_rerun_with_another_model_is_refused_unless_overwrite(run, tmp_path):
+  """An interrupted --out, re-run with other weights: refused, nothing
+  written; with --overwrite every row is the new model's."""
+  import dataclasses
+  workdir, data, _, _ = run
+  files = records.split_files(data, "test").files
+  loaded = alip_jax.load(workdir)
+  other = dataclasses.replace(loaded, params=jax.tree.map(lambda x: x * 1.01, loaded.params))
+  out = str(tmp_path / "scores")
+  assert score.score_split(loaded, files, out, batch_size=48, chunk_steps=1, progress=False,
+                           stop_after_chunks=2) is None
+  before = sorted(os.walk(out))
+  with pytest.raises(provenance.OutputMismatch, match="model.weights_sha256: '"):
+    score.score_split(other, files, out, batch_size=48, chunk_steps=1, progress=False)
+  with pytest.raises(provenance.OutputMismatch, match=r"means.h_tc: 0.9\d+ → 0.5"):
+    score.score_split(loaded, files, out, batch_size=48, chunk_steps=1, progress=False,
+                      means=["0.5", "0.2", "0.2"])
+  assert sorted(os.walk(out)) == before
+  summary = score.score_split(other, files, out, batch_size=48, chunk_steps=1, progress=False,
+                              overwrite=True)
+  assert summary["model"]["weights_sha256"] == provenance.weights_digest(other.params)
+  assert summary["model"]["source"] == workdir and summary["model"]["step"] == 2
+  fresh = score.score_split(other, files, str(tmp_path / "fresh"), batch_size=48,
+                            progress=False)
+  got, want = score.read_scores(out), score.read_scores(str(tmp_path / "fresh"))
+  assert fresh["scored"] == summary["scored"] == 200
+  np.testing.assert_allclose(got["s_tc"], want["s_tc"], rtol=1e-6, atol=1e-6)
+
+
+def test_a_second_scorer_on_one_out_is_refused(run, tmp_path):
+  workdir, data, _, _ = run
+  out = str(tmp_path / "scores")
+  with lease_lib.Lease(out, "score"):
+    with pytest.raises(lease_lib.LeaseHeld, match=f"{out} is in use by another writer: score"):
+      score.score_split(alip_jax.load(workdir), records.split_files(data, "test").files, out,
+                        batch_size=48, progress=False)
+    assert os.listdir(out) == [lease_lib.LEASE_NAME]

@@ -12,7 +12,9 @@ import shutil
 import numpy as np
 
 from alip_jax import fileio
+from alip_jax.checkpointing import lease
 from alip_jax.data import records
+from alip_jax.curation import provenance
 from alip_jax.curation.scoring import COLUMNS, read_scores
 
 _OPS = {">=": operator.ge, "<=": operator.le, "==": operator.eq, "!=": operator.ne,
@@ -94,16 +96,40 @@ def copy_rest(data_dir: str, out: str, split: str) -> dict:
   return copied
 
 
+def _start_over(out: str) -> None:
+  """Removes what a filter run writes in `out` (--overwrite)."""
+  for name in os.listdir(out):
+    if name.endswith((".array_record", ".array_record.incomplete")) or name in (
+        "counts.json", "filter.json", "tokenizer.model", "tokenizer.json"):
+      os.remove(os.path.join(out, name))
+
+
 def filter_split(scores_dir: str, data_dir: str, split: str, out: str, keep: str = "",
                  top_fraction: float | None = None, by: str | None = None,
-                 shards: int = 4) -> dict:
-  """The whole command; returns what it writes to filter.json."""
+                 shards: int = 4, overwrite: bool = False, break_lease: bool = False) -> dict:
+  """The whole command; returns what it writes to filter.json. One writer
+  per `out` (a lease); `out`/made_by.json records the scores (and the model
+  that made them), the data and the rules: a re-run with others is refused
+  unless `overwrite`. Nothing is written before the rules and inputs check."""
+  with lease.take(out, "filter", break_lease):
+    return _filter_split(scores_dir, data_dir, split, out, keep, top_fraction, by, shards,
+                         overwrite)
+
+
+def _filter_split(scores_dir, data_dir, split, out, keep, top_fraction, by, shards, overwrite):
   table = read_scores(scores_dir)
   num_records = len(records.ShardedSource(records.split_files(data_dir, split).files))
   mask, rule_stats = select(table, parse_rules(keep), top_fraction, by)
   if len(table["key"]) and table["index"].max() >= num_records:
     raise ValueError(f"{scores_dir} scores record {table['index'].max()} but {data_dir} split "
                      f"{split!r} has {num_records}: the scores belong to another split")
+  scored_by = fileio.read_json(os.path.join(scores_dir, "summary.json"), {})
+  made_by = {"scores": os.path.abspath(scores_dir), "data": os.path.abspath(data_dir),
+             "split": split, "keep": keep, "top_fraction": top_fraction, "by": by,
+             "shards": shards, "scored_by": {k: scored_by.get(k) for k in (
+                 "model", "means", "gamma_sample", "gamma_pair")}}
+  provenance.claim(os.path.join(out, "made_by.json"), made_by, overwrite,
+                   lambda: _start_over(out), out)
   kept = np.sort(table["index"][mask])
   written = write_filtered(data_dir, split, out, kept, shards)
   by_kind = collections.defaultdict(lambda: {"kept": 0, "dropped": 0})

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import glob
 import logging
 import os
 import time
@@ -18,14 +17,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from alip_jax import fileio, mesh as mesh_lib
+from alip_jax.checkpointing import lease
+from alip_jax.curation import provenance
+from alip_jax.curation.score_files import (COLUMNS, SIMILARITIES, WEIGHTS, merge_summaries,
+                                            read_scores, start_over, tag as _tag,
+                                            write_parquet)
 from alip_jax.data import pipeline, records
 from alip_jax.losses import alip
 
 log = logging.getLogger(__name__)
-
-SIMILARITIES = ("s_tc", "s_xt", "s_xc")  # in alip.GATE_NAMES order
-WEIGHTS = {"sample": "w_sample", "raw_pair": "w_raw_pair", "caption_pair": "w_caption_pair"}
-COLUMNS = ("index", "key", "noise_kind", *SIMILARITIES, *WEIGHTS.values(), "clip_score")
+__all__ = ["COLUMNS", "read_scores", "score_split"]  # COLUMNS, read_scores: score_files.py
 
 
 def similarity_fn(loaded):
@@ -83,10 +84,6 @@ class Plan:
 
   def chunk_steps_of(self, chunk: int) -> int:
     return min(self.chunk_steps, self.steps - chunk * self.chunk_steps)
-
-
-def _tag(process_index, process_count):
-  return f"{process_index:05d}-of-{process_count:05d}"
 
 
 def _save_npz(path, **arrays):
@@ -163,26 +160,46 @@ def resolve_means(loaded, means_flag, sims) -> tuple[dict, str]:
 def score_split(loaded, files: list[str], out: str, batch_size: int = 256, means=None,
                 gamma_sample: float | None = None, gamma_pair: float | None = None,
                 chunk_steps: int = 8, num_threads: int = 4, progress: bool = True,
-                stop_after_chunks: int | None = None) -> dict | None:
+                stop_after_chunks: int | None = None, overwrite: bool = False,
+                skip_bad_shards: bool = False, expected_records: int = -1,
+                break_lease: bool = False) -> dict | None:
   """Scores `files` into `out`; returns the summary (None when stopped early
-  by `stop_after_chunks`, a test hook that imitates an interruption)."""
+  by `stop_after_chunks`, a test hook that imitates an interruption).
+
+  One writer per `out` (a lease, checkpointing/lease.py), which records what
+  made it (provenance.py): a re-run with another model, means or γ is refused
+  unless `overwrite`. Records that do not read are counted, never fatal;
+  shards that do not open are an error, or with `skip_bad_shards` left out
+  and, when `expected_records` (counts.json) says how many the split holds,
+  their records counted as `unreadable_shard`."""
+  with lease.take(out, "score", break_lease):
+    return _score_split(loaded, files, out, batch_size, means, gamma_sample, gamma_pair,
+                        chunk_steps, num_threads, progress, stop_after_chunks, overwrite,
+                        skip_bad_shards, expected_records)
+
+
+def _score_split(loaded, files, out, batch_size, means, gamma_sample, gamma_pair, chunk_steps,
+                 num_threads, progress, stop_after_chunks, overwrite, skip_bad_shards,
+                 expected_records):
   pi, pc = jax.process_index(), jax.process_count()
-  source = records.ShardedSource(files)
+  source = records.ShardedSource(files, skip_bad_shards, skip_bad_records=True,
+                                 skip_option="--skip_bad_shards")
   plan = Plan(len(source), batch_size, loaded.mesh, chunk_steps, pi, pc)
   alip_cfg = loaded.loss_config.alip if loaded.loss_config is not None else None
   gamma_sample = gamma_sample or (alip_cfg.gamma_sample if alip_cfg else 2.0)
   gamma_pair = gamma_pair or (alip_cfg.gamma_pair if alip_cfg else 2.0)
   chunk_dir = os.path.join(out, "chunks", _tag(pi, pc))
-  os.makedirs(chunk_dir, exist_ok=True)
-  manifest = {"files": [os.path.basename(f) for f in files], "num_records": len(source),
-              "batch_size": batch_size, "chunk_steps": chunk_steps, "process_count": pc}
-  manifest_path = os.path.join(out, "chunks", "manifest.json")
+  made_by = {"files": [os.path.basename(f) for f in files], "num_records": len(source),
+             "batch_size": batch_size, "chunk_steps": chunk_steps, "process_count": pc,
+             "model": provenance.model_identity(loaded), "gamma_sample": gamma_sample,
+             "gamma_pair": gamma_pair, "means": _means_setting(loaded, means)}
   if pi == 0:
-    old = fileio.read_json(manifest_path, None)
-    if old is not None and old != manifest:
-      raise ValueError(f"{out} holds chunks of another scoring run ({old}); use a new --out "
-                       f"or delete {out}/chunks to start over")
-    fileio.write_json(manifest_path, manifest)
+    provenance.claim(os.path.join(out, "chunks", "manifest.json"), made_by, overwrite,
+                     lambda: start_over(out), out)
+  if pc > 1:
+    multihost_utils.sync_global_devices("alip_jax:scores_claimed")
+  os.makedirs(chunk_dir, exist_ok=True)
+  missing = expected_records - len(source) if source.skipped_shards and expected_records > 0 else 0
 
   done = 0
   while os.path.exists(os.path.join(chunk_dir, f"chunk-{done:05d}.npz")):
@@ -227,48 +244,18 @@ def score_split(loaded, files: list[str], out: str, batch_size: int = 256, means
     multihost_utils.sync_global_devices("alip_jax:scores_written")
   summary = None
   if pi == 0:
-    summary = merge_summaries(out, pc, len(source))
+    summary = merge_summaries(out, pc, len(source), {"unreadable_shard": missing} if missing else {})
     summary.update(means=means_used, means_source=means_source, gamma_sample=gamma_sample,
                    gamma_pair=gamma_pair, batch_size=batch_size, step=loaded.step,
+                   model=made_by["model"], skipped_shards=source.skipped_shards,
                    mesh=dict(loaded.mesh.shape))
     fileio.write_json(os.path.join(out, "summary.json"), summary)
   return summary
 
 
-def merge_summaries(out: str, process_count: int, num_records: int) -> dict:
-  parts = [fileio.read_json(os.path.join(out, f"summary-{_tag(p, process_count)}.json"))
-           for p in range(process_count)]
-  bad = collections.Counter()
-  for part in parts:
-    bad.update(part["bad"])
-  scored = sum(p["scored"] for p in parts)
-  seconds = max(p["seconds"] for p in parts)
-  summary = {"records": num_records, "scored": scored, "bad": dict(bad),
-             "processes": process_count, "seconds": round(seconds, 2),
-             "records_per_s": round(sum(p["scored_now"] for p in parts) / seconds, 1)
-             if seconds > 0 else None}
-  if scored + sum(bad.values()) != num_records:
-    raise AssertionError(f"scored {scored} + bad {dict(bad)} != {num_records} records")
-  return summary
-
-
-def write_parquet(table: dict, path: str) -> None:
-  import pyarrow as pa
-  import pyarrow.parquet as pq
-  tmp = path + ".incomplete"
-  pq.write_table(pa.table({c: table[c] for c in COLUMNS}), tmp)
-  os.replace(tmp, path)
-
-
-def read_scores(out: str) -> dict:
-  """All parts of a scores directory as one table {column: numpy array},
-  sorted by record index."""
-  import pyarrow.parquet as pq
-  paths = sorted(glob.glob(os.path.join(out, "scores-*-of-*.parquet")))
-  if not paths:
-    raise FileNotFoundError(f"no scores-*.parquet in {out}: run python -m alip_jax.score first")
-  tables = [pq.read_table(p) for p in paths]
-  table = {c: np.concatenate([t.column(c).to_numpy(zero_copy_only=False) for t in tables])
-           for c in COLUMNS}
-  order = np.argsort(table["index"], kind="stable")
-  return {c: v[order] for c, v in table.items()}
+def _means_setting(loaded, means_flag):
+  """The means as known before scoring: given, the run's, or the split's."""
+  if means_flag or (loaded.gate_state is not None and loaded.loss_config is not None
+                    and loaded.loss_config.name == "alip"):
+    return resolve_means(loaded, means_flag, None)[0]
+  return "the split's own means"

@@ -141,11 +141,17 @@ class ShardedSource:
   CorruptShardError naming the file and the record index, or with
   `skip_bad_shards` comes back as UNREADABLE, to be counted and skipped.
   Either way no epoch is silently shorter than the shards say.
+  `skip_bad_records` (default: as `skip_bad_shards`) decides for records
+  alone (the scorer counts them always); `skip_option` is the setting the
+  errors name.
   """
 
-  def __init__(self, files: list[str], skip_bad_shards: bool = False):
+  def __init__(self, files: list[str], skip_bad_shards: bool = False,
+               skip_bad_records: bool | None = None,
+               skip_option: str = "data.skip_bad_shards=True"):
     self.files, self.sources, self.skipped_shards = [], [], []
-    self.skip_bad_shards = skip_bad_shards
+    self.skip_bad_shards, self.skip_option = skip_bad_shards, skip_option
+    self.skip_bad_records = skip_bad_shards if skip_bad_records is None else skip_bad_records
     import grain  # here, not at the top: the builder's Beam workers need no JAX
     for path in files:
       try:
@@ -154,7 +160,7 @@ class ShardedSource:
         if not skip_bad_shards:
           raise CorruptShardError(
               f"{path}: not a readable ArrayRecord shard, probably truncated ({e}). Copy or "
-              f"rebuild it, or set data.skip_bad_shards=True to go on without it.") from e
+              f"rebuild it, or set {skip_option} to go on without it.") from e
         log.warning("skipping shard %s: cannot be opened (%s)", path, e)
         self.skipped_shards.append(path)
         continue
@@ -176,9 +182,9 @@ class ShardedSource:
       return self.sources[shard][local]
     except Exception as e:
       message = f"{self.files[shard]}: record {local} cannot be read ({e})"
-      if not self.skip_bad_shards:
+      if not self.skip_bad_records:
         raise CorruptShardError(f"{message}. Rebuild the shard, or set "
-                                f"data.skip_bad_shards=True to skip such records.") from e
+                                f"{self.skip_option} to skip such records.") from e
       log.warning("skipping %s", message)
       return UNREADABLE
 

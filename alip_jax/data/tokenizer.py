@@ -13,18 +13,36 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from typing import Iterable
 
 import numpy as np
 import sentencepiece as spm
 
 PAD_ID, UNK_ID, SOT_ID, EOT_ID = 0, 1, 2, 3
+SPECIAL_TOKENS = ("pad", "unk", "sot", "eot")  # ids 0-3
 
 
 def train_sentencepiece(texts: Iterable[str], model_path: str,
                         vocab_size: int = 1024) -> None:
-  """Trains a unigram SentencePiece model on `texts` and writes it."""
-  model = io.BytesIO()
+  """Trains a unigram SentencePiece model on `texts` and writes it. A
+  `vocab_size` below the special tokens plus one piece per distinct character
+  is a ValueError saying the least that works."""
+  texts, model = list(texts), io.BytesIO()
+  try:
+    _train(texts, model, vocab_size)
+  except RuntimeError as e:  # "Vocabulary size is smaller than required_chars. 5 vs 24."
+    least = re.search(r"required_chars\S* \d+ vs (\d+)", str(e))
+    if not least:
+      raise
+    raise ValueError(f"--vocab_size {vocab_size} is too small for these texts: SentencePiece "
+                     f"needs the {len(SPECIAL_TOKENS)} special tokens plus one piece per "
+                     f"distinct character, {least.group(1)} in all; use at least that") from None
+  with open(model_path, "wb") as f:
+    f.write(model.getvalue())
+
+
+def _train(texts: list[str], model, vocab_size: int) -> None:
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(texts),
       model_writer=model,
@@ -38,8 +56,6 @@ def train_sentencepiece(texts: Iterable[str], model_path: str,
       num_threads=2,
       minloglevel=2,
   )
-  with open(model_path, "wb") as f:
-    f.write(model.getvalue())
 
 
 def fixed_length(ids, sot_id: int, eot_id: int, context_length: int) -> np.ndarray:

@@ -42,6 +42,7 @@ import time
 
 from alip_jax.data import web
 from alip_jax.data.records import shard_name
+from alip_jax.data.tokenizer import SPECIAL_TOKENS
 from alip_jax.tools import caption
 from alip_jax.tools.manifest import (check_out, describe_files, identity, join, open_any,
                                      read_bytes, read_json, sha256, write_bytes, write_json)
@@ -159,6 +160,9 @@ def build(inputs: list[str], options: BuildOptions, caption_files: list[str] = (
           tokenizer: str | None = None, vocab_size: int = 32000, overwrite: bool = False) -> dict:
   """Builds one split into options.out; returns its stats (also in stats.json)."""
   options.validate()
+  if not tokenizer and vocab_size <= len(SPECIAL_TOKENS):
+    raise ValueError(f"--vocab_size {vocab_size}: must exceed the special tokens "
+                     f"{SPECIAL_TOKENS} by one piece per distinct character of the texts")
   start = time.time()
   described = describe_files(list(inputs))
   if not described:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import posixpath
 
@@ -87,13 +88,24 @@ def identity(inputs, captions, options, tokenizer: str | None, vocab_size: int):
 def check_out(out: str, split: str, wanted: dict, overwrite: bool) -> None:
   """Refuses to mix builds: an `--out` whose manifest for this split differs
   (or shards of this split without a manifest) is an error, or with
-  `overwrite` those shards, stats and a tokenizer trained on them go."""
+  `overwrite` those shards, stats and a tokenizer trained on them go. A
+  build that failed (`complete: false`) blocks nothing it could be mixed
+  with: one that wrote no complete shard is replaced, and one that failed at
+  the tokenizer keeps its shards for a re-run with other tokenizer options."""
   manifest = read_json(join(out, "manifest.json"), {})
   existing = [m.path for m in FileSystems.match([join(out, f"{split}-*.array_record*")])[0]
               .metadata_list]
   previous = manifest.get(split, {}).get("build")
   if previous == wanted or (previous is None and not existing):
     return
+  if previous is not None and not manifest[split].get("complete"):
+    complete = [p for p in existing if p.endswith(".array_record")]
+    if not complete:  # failed before any shard: nothing of it to keep or to mix
+      logging.warning("%s: replacing the unfinished build of split %r, which wrote no "
+                      "complete shard", out, split)
+      overwrite = True
+    elif all(wanted[k] == previous.get(k) for k in wanted if k != "tokenizer_from"):
+      return  # failed at the tokenizer: the shards do not depend on it and are kept
   if not overwrite:
     what = ("a different build (" + ", ".join(k for k in wanted if wanted[k] != previous.get(k))
             + " differ)") if previous else f"{len(existing)} shard files without a manifest"
