@@ -16,6 +16,7 @@ import jax
 from ml_collections import config_flags
 
 from alip_jax import config_check, console, distributed, train
+from alip_jax.tools import synthetic
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:variant]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and eval.json.")
@@ -30,6 +31,7 @@ def main(argv):
   except config_check.ConfigError as e:
     raise SystemExit(f"error: {e}") from None  # the message, no traceback
   distributed.initialize(config)
+  synthetic.prepare(config, _WORKDIR.value)  # the embedded corpus, if asked for and missing
   result = train.train_and_evaluate(config, _WORKDIR.value)
   if jax.process_index() == 0:
     print(" ".join(f"{k}={v:.4f}" for k, v in result.eval.items() if "R@" in k))

@@ -15,7 +15,7 @@ from etils import epath
 from fsspec.implementations.memory import MemoryFileSystem
 
 import alip_jax
-from alip_jax import checkpointing, fileio, train
+from alip_jax import checkpointing, fileio, rundir, train
 from alip_jax.tools import synthetic
 from conftest import tensorboard_tags, tiny_config
 
@@ -53,7 +53,7 @@ def bucket(monkeypatch, tmp_path):
     monkeypatch.setitem(registry, protocol, FakeGCS)  # taken out again after the test
   epath.backend.fsspec_backend._get_filesystem.cache_clear()  # epath caches filesystems
   local_checkpoints = tmp_path / "checkpoints"
-  monkeypatch.setattr(checkpointing, "checkpoint_dir",
+  monkeypatch.setattr(rundir, "checkpoint_dir",
                       lambda workdir: str(local_checkpoints / workdir.replace("gs://", "")))
   yield FakeGCS.store
   FakeGCS.store.clear()
@@ -118,7 +118,7 @@ def test_training_in_a_bucket_workdir_resumes_and_loads(bucket, tiny_corpus, mon
   assert loaded.step == 4
   # The params the run ended with, as its last checkpoint holds them.
   import orbax.checkpoint as ocp
-  path = f"{checkpointing.checkpoint_dir(workdir)}/4/state"
+  path = f"{rundir.checkpoint_dir(workdir)}/4/state"
   checkpointer = ocp.StandardCheckpointer()
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   saved = checkpointer.restore(path, jax.tree.map(
