@@ -72,10 +72,10 @@ def gate_auc(workdir, config) -> dict:
 def main(argv):
   del argv
   console.setup_logging()
-  workdir = os.path.abspath(_WORKDIR.value)
-  data_dir, tfds_dir = os.path.join(workdir, "data"), os.path.join(workdir, "tfds")
+  root = os.path.abspath(_WORKDIR.value)  # a directory of runs, not one run
+  data_dir, tfds_dir = os.path.join(root, "data"), os.path.join(root, "tfds")
   if _CACHE.value:
-    jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, _CACHE.value))
+    jax.config.update("jax_compilation_cache_dir", os.path.join(root, _CACHE.value))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   start = time.time()
   phases = phase_times.PhaseTimes()
@@ -86,7 +86,7 @@ def main(argv):
     config.data.dir = data_dir
     if not rows:  # the corpus, then its held-out images as a TFDS set
       with phases.measure("corpus"):
-        synthetic.prepare(config, workdir)
+        synthetic.prepare(config, root)
         tfds_synthetic.prepare(data_dir, tfds_dir)
     config.eval.zeroshot = f"{tfds_synthetic.NAME}:test"
     config.eval.linear_probe = f"{tfds_synthetic.NAME}:train:test"
@@ -94,7 +94,7 @@ def main(argv):
     if _STEPS.value:
       config.train.steps = _STEPS.value
     run_start = time.time()
-    run_dir = os.path.join(workdir, variant)
+    run_dir = os.path.join(root, variant)
     result = train.train_and_evaluate(config, run_dir)
     metrics = result.eval
     row = {"variant": variant, "label": label, "steps": result.step,
@@ -132,9 +132,9 @@ def main(argv):
   print("\n" + table + "\n\n" + footer + "\n\n" + timing)
   name = "results" if _VARIANTS.value == _VARIANTS.default else "results-" + "-".join(
       _VARIANTS.value)
-  with open(os.path.join(workdir, name + ".md"), "w") as f:
+  with open(os.path.join(root, name + ".md"), "w") as f:
     f.write(table + "\n\n" + footer + "\n")
-  with open(os.path.join(workdir, name + ".json"), "w") as f:
+  with open(os.path.join(root, name + ".json"), "w") as f:
     json.dump({"rows": rows, "total_seconds": round(total, 1), "phases": phases.as_dict()}, f,
               indent=1)
 

@@ -19,14 +19,13 @@ Defaults for the datasets come from the workdir's config (config.eval).
 from __future__ import annotations
 
 import json
-import os
 import time
 
 from absl import app, flags
 import jax
 import ml_collections
 
-from alip_jax import config_check, console, fileio, mesh as mesh_lib
+from alip_jax import console, fileio, mesh as mesh_lib, rundir
 from alip_jax.evaluation import evaluators, suites, tasks
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir (local or gs://).")
@@ -90,7 +89,7 @@ def main(argv):
     raise app.UsageError("give one of --workdir and --checkpoint")
   path = _WORKDIR.value or _CHECKPOINT.value
   mesh = mesh_lib.make_mesh(dict(data=-1))
-  from alip_jax import checkpointing, loading
+  from alip_jax import checkpointing
   try:
     model = alip_jax.load(path, step=_STEP.value, mesh=mesh)
   except (FileNotFoundError, checkpointing.NoReadableCheckpoint) as e:
@@ -98,24 +97,21 @@ def main(argv):
 
   # Defaults from the training config (a workdir, or the one a checkpoint
   # step belongs to), overridden by flags.
-  workdir = _WORKDIR.value or loading.training_workdir(_CHECKPOINT.value)
-  config = None
-  config_path = fileio.join(workdir or "", "config.json")
-  if workdir and fileio.exists(config_path):
-    config = config_check.validate(ml_collections.ConfigDict(fileio.read_json(config_path)))
+  workdir = _WORKDIR.value or rundir.training_workdir(_CHECKPOINT.value)
+  config = rundir.read_config(workdir) if workdir else None
   eval_config = ml_collections.ConfigDict(dict(
       batch_size=_BATCH_SIZE.value, zeroshot="", linear_probe="", tfds_data_dir="",
       classnames="", templates="", max_items=_MAX_ITEMS.value))
   if config is not None:
     for key in ("zeroshot", "linear_probe", "tfds_data_dir", "classnames", "templates"):
-      eval_config[key] = config.eval.get(key, "")
+      eval_config[key] = config.eval[key]
   for key, flag in (("zeroshot", _ZEROSHOT), ("linear_probe", _LINEAR_PROBE),
                     ("tfds_data_dir", _TFDS_DATA_DIR), ("classnames", _CLASSNAMES),
                     ("templates", _TEMPLATES)):
     if flag.value is not None:
       eval_config[key] = ",".join(flag.value) if isinstance(flag.value, list) else flag.value
   data_dir = _RETRIEVAL_DATA.value or (
-      (config.data.dir or os.path.join(workdir, "data")) if config is not None else None)
+      rundir.data_dir(config, workdir) if config is not None else None)
   split = _RETRIEVAL_SPLIT.value or (config.data.eval_split if config is not None else "test")
 
   run_tasks = _TASKS.value if not _BENCHMARK.value or flags.FLAGS["tasks"].present else []
@@ -131,7 +127,7 @@ def main(argv):
   step = model.step if model.step is not None else 0
   results = {"step": step, "checkpoint": path, **results}
   if jax.process_index() == 0:
-    out = _OUT.value or (fileio.join(workdir, "eval") if workdir else None)
+    out = _OUT.value or (rundir.eval_dir(workdir) if workdir else None)
     table = tasks.markdown_table(results)
     print(table)
     if out:

@@ -29,7 +29,7 @@ import shutil
 import jax
 import numpy as np
 
-from alip_jax import fileio, losses
+from alip_jax import losses, rundir
 from alip_jax.data import tokenizer_json
 from alip_jax.models import clip_weights, open_clip_format, two_towers, zoo
 
@@ -93,7 +93,7 @@ def _eval_results(loaded) -> tuple[int | None, dict]:
   else the newest one before it."""
   if not loaded.source or loaded.config is None:
     return None, {}
-  evals = fileio.read_json(fileio.join(loaded.source, "eval.json"), {})
+  evals = rundir.read_eval_log(loaded.source)
   steps = sorted(int(s) for s in evals if loaded.step is None or int(s) <= loaded.step)
   return (steps[-1], evals[str(steps[-1])]) if steps else (None, {})
 

@@ -11,15 +11,16 @@ checkpoints (`<workdir>/checkpoints/<step>`), an HF `CLIPModel` directory
 model directory (open_clip_config.json), a model on the Hugging Face Hub
 ('hf-hub:org/name', through huggingface_hub's cache: alip_jax/hub.py), or an
 OpenAI / open_clip state-dict file.
-Only the parameters are read (no optimiser state, no data paths); they are
-placed on `mesh` (default: one device) with the training sharding rules.
+A workdir's whole train state is restored (its config builds the abstract
+state; no data paths are read) and only the parameters and the objective's
+state are kept; they are placed on `mesh` (default: one device) with the
+training sharding rules.
 A workdir (or one of its checkpoints) may be in a bucket: gs://…
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Any
 
@@ -28,7 +29,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from alip_jax import fileio, hub, mesh as mesh_lib, state as state_lib
+from alip_jax import fileio, hub, mesh as mesh_lib, rundir, state as state_lib
 from alip_jax.data.tokenizer import EOT_ID
 from alip_jax.evaluation import retrieval
 from alip_jax.models import clip_weights, open_clip_format, openai_weights, two_towers
@@ -118,43 +119,26 @@ def load(path: str, step: int | None = None, mesh=None, tokenizer: str | None = 
   if hub.is_hub_name(path):
     path = hub.download(path)
   path = str(path).rstrip("/") if fileio.is_remote(path) else os.path.abspath(path)
-  parent, name = path.rsplit("/", 1)
-  if parent.endswith("/checkpoints") and name.isdigit():
-    if step is not None and step != int(name):
-      raise ValueError(f"{path} is step {name}, but step={step} was asked for")
-    path, step = parent.rsplit("/", 1)[0], int(name)
-  if fileio.is_remote(path):
-    return _from_workdir(path, step, tokenizer, mesh)
+  workdir, step_of_path = rundir.split_step(path)
+  if step_of_path is not None:
+    if step is not None and step != step_of_path:
+      raise ValueError(f"{path} is step {step_of_path}, but step={step} was asked for")
+    step = step_of_path
+  if fileio.is_remote(workdir) or rundir.training_workdir(workdir):
+    return _from_workdir(workdir, step, tokenizer, mesh)
   if os.path.isfile(path):
     params, model_cfg, sizes = openai_weights.load_openai(path)
     return _from_weights(params, model_cfg, sizes, tokenizer, mesh, source)
-  if not os.path.exists(os.path.join(path, "config.json")):
-    if not os.path.exists(os.path.join(path, open_clip_format.CONFIG_FILE)):
-      raise FileNotFoundError(f"{path} has no config.json (a training workdir, an HF CLIP "
-                              f"directory) nor {open_clip_format.CONFIG_FILE} (an open_clip one)")
+  if not os.path.exists(os.path.join(path, "config.json")) and not os.path.exists(
+      os.path.join(path, open_clip_format.CONFIG_FILE)):
+    raise FileNotFoundError(f"{path} has no config.json (a training workdir, an HF CLIP "
+                            f"directory) nor {open_clip_format.CONFIG_FILE} (an open_clip one)")
+  if hub.directory_kind(path) == "open_clip":
     params, model_cfg, sizes = open_clip_format.load(path)
-    tokenizer = tokenizer or state_lib.find_tokenizer(path)
-    return _from_weights(params, model_cfg, sizes, tokenizer, mesh, source)
-  with open(os.path.join(path, "config.json")) as f:
-    config = json.load(f)
-  if config.get("model_type") == "clip":
+  else:
     params, model_cfg, sizes = clip_weights.load_hf(path)
-    tokenizer = tokenizer or state_lib.find_tokenizer(path)
-    return _from_weights(params, model_cfg, sizes, tokenizer, mesh, source)
-  return _from_workdir(path, step, tokenizer, mesh)
-
-
-def training_workdir(path: str) -> str | None:
-  """The training workdir `path` is or is a checkpoint step of
-  (`<workdir>/checkpoints/<step>`), else None (HF directories, weight files)."""
-  path = str(path).rstrip("/")
-  parent, _, name = path.rpartition("/")
-  if parent.endswith("/checkpoints") and name.isdigit():
-    return parent.rpartition("/")[0]
-  config = fileio.join(path, "config.json")
-  if fileio.exists(config) and fileio.read_json(config).get("model_type") != "clip":
-    return path
-  return None
+  return _from_weights(params, model_cfg, sizes, tokenizer or rundir.find_tokenizer(path), mesh,
+                       source)
 
 
 def _from_weights(params, model_cfg, sizes, tokenizer_path, mesh, source) -> LoadedModel:

@@ -18,6 +18,7 @@ from ml_collections import config_flags
 from alip_jax import checkpointing, config_check, console, distributed, mesh, train
 from alip_jax.checkpointing import lease
 from alip_jax.data import records
+from alip_jax.tools import synthetic
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:variant]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and eval.json.")
@@ -42,6 +43,7 @@ def main(argv):
   except config_check.ConfigError as e:
     raise SystemExit(f"error: {e}") from None  # the message, no traceback
   distributed.initialize(config)
+  synthetic.prepare(config, _WORKDIR.value)  # the embedded corpus, if asked for and missing
   result = console.exit_on_user_errors(
       lambda: train.train_and_evaluate(config, _WORKDIR.value, break_lease=_BREAK_LEASE.value),
       USER_ERRORS)

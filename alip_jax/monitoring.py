@@ -32,7 +32,7 @@ import time
 import jax
 import numpy as np
 
-from alip_jax import accelerators, downweighted, fileio, losses, phase_times
+from alip_jax import accelerators, downweighted, fileio, losses, phase_times, rundir
 from alip_jax.models import zoo
 
 log = logging.getLogger(__name__)
@@ -136,14 +136,14 @@ class Monitor:
     self.panel = downweighted.Panel(
         tokenizer, config.train.log_down_weighted if is_main else 0,
         batch_sharding)
-    self.jsonl = fileio.open_for_append(fileio.join(workdir, "metrics.jsonl")) if is_main else None
+    self.jsonl = fileio.open_for_append(rundir.metrics_file(workdir)) if is_main else None
     self.tensorboard = None
     self.wandb = None
     if is_main:
       try:
         from tensorboardX import SummaryWriter
         fileio.route_tensorboard_to_buckets()
-        self.tensorboard = SummaryWriter(fileio.join(workdir, "tensorboard"))
+        self.tensorboard = SummaryWriter(rundir.tensorboard_dir(workdir))
       except ImportError:
         log.warning("tensorboardX is not installed: no TensorBoard events")
       if config.wandb.project:
@@ -151,7 +151,7 @@ class Monitor:
     window = config.train.profile_steps
     self.profile = tuple(int(s) for s in window.split(",")) if window else None
     self.profiling = False
-    self.profile_dir = fileio.join(workdir, "profile")
+    self.profile_dir = rundir.profile_dir(workdir)
 
   def before_step(self, step: int) -> None:
     if step == self.first_step + 1:
@@ -281,7 +281,7 @@ def start_wandb(config, workdir: str):
     log.warning("config.wandb.project is set but wandb is not installed "
                 "(pip install -r requirements-cloud.txt): no W&B logging")
     return None
-  id_file = fileio.join(workdir, "wandb_run.json")
+  id_file = rundir.wandb_run_file(workdir)
   run_id = fileio.read_json(id_file, {}).get("id") or secrets.token_hex(4)
   run = wandb.init(project=config.wandb.project, entity=config.wandb.entity or None,
                    name=config.wandb.name or None, mode=config.wandb.mode or None,

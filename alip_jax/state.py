@@ -1,8 +1,7 @@
 """A run's model and train state, built the same way by everyone who needs
 them: the trainer, `alip_jax.load`, the evaluator and the scorer.
 
-- `tokenizer_file` (the one rule for which tokenizer a run uses),
-  `make_tokenizer`, `make_model`;
+- `make_tokenizer` (of the file rundir.tokenizer_file picks), `make_model`;
 - `init_params` (with logical axis names) and `param_shardings`;
 - `state_spec`: the train state, a plain pytree {"step", "params", "opt",
   "gates", "skips"}, its initialiser, shardings and abstract shape tree;
@@ -16,8 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import tempfile
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -26,51 +23,14 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from alip_jax import checkpointing, config_check, fileio, hub, losses, mesh as mesh_lib, optim
+from alip_jax import checkpointing, hub, losses, mesh as mesh_lib, optim, rundir
 from alip_jax.data.tokenizer import EOT_ID, SOT_ID, HFTokenizer, Tokenizer
 from alip_jax.models import transformer, two_towers, weight_import
 
 log = logging.getLogger(__name__)
-# The trainer copies one into its workdir; our exports hold both (the
-# SentencePiece model is the exact one), transformers' CLIP tokenizer.json.
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
 
 
 # ---- Tokenizer and model.
-
-def tokenizer_file(config, data_dir) -> str:
-  """`config.data.tokenizer` when set; else the tokenizer of the weights the
-  run starts from (`init_from='hf:DIR'`, 'open_clip:DIR', 'hf-hub:…': DIR's
-  tokenizer file, which must exist; `'workdir:W'`: W's copy); else the data's
-  tokenizer.model."""
-  explicit = config.data.tokenizer
-  if explicit:
-    return explicit
-  init_kind, init_path = hub.resolve_init_from(config.init_from)
-  if init_kind in ("hf", "open_clip", "workdir"):
-    found = find_tokenizer(init_path)
-    if found is None:
-      raise FileNotFoundError(
-          f"init_from={config.init_from!r}: {init_path} holds no tokenizer "
-          f"({' or '.join(TOKENIZER_FILES)}), and the data's tokenizer.model is not "
-          f"the one these weights were trained with (the same vocabulary size would hide the "
-          f"mismatch). Copy the model's tokenizer file into {init_path}, or set "
-          f"--config.data.tokenizer=FILE if you mean another one.")
-    return found
-  return os.path.join(data_dir, "tokenizer.model")
-
-
-def find_tokenizer(directory):
-  """The tokenizer file in `directory`; from a bucket, a local copy of it
-  (SentencePiece and tokenizers read local files)."""
-  found = next((fileio.join(directory, f) for f in TOKENIZER_FILES
-                if fileio.exists(fileio.join(directory, f))), None)
-  if found and fileio.is_remote(found):
-    local = os.path.join(tempfile.mkdtemp(prefix="alip_tokenizer_"), os.path.basename(found))
-    fileio.copy(found, local)
-    return local
-  return found
-
 
 def make_tokenizer(path: str | None, context_length: int):
   """tokenizer.json → HF BPE; anything else → a SentencePiece model."""
@@ -91,8 +51,8 @@ def make_model(config, tokenizer) -> two_towers.TwoTowers:
 
 
 def make_model_and_tokenizer(config, data_dir):
-  """The model, and the tokenizer `tokenizer_file` picks."""
-  tokenizer = make_tokenizer(tokenizer_file(config, data_dir), config.data.context_length)
+  """The model, and the tokenizer `rundir.tokenizer_file` picks."""
+  tokenizer = make_tokenizer(rundir.tokenizer_file(config, data_dir), config.data.context_length)
   return make_model(config, tokenizer), tokenizer
 
 
@@ -181,14 +141,12 @@ def restore_run(workdir: str, mesh=None, step: int | None = None,
   model. Read-only: nothing is created or moved in `workdir`."""
   import orbax.checkpoint as ocp
   mesh = mesh or one_device_mesh()
-  # An older run's config.json: defaults filled in.
-  config = config_check.validate(
-      ml_collections.ConfigDict(fileio.read_json(fileio.join(workdir, "config.json"))))
-  tokenizer = make_tokenizer(tokenizer_path or find_tokenizer(workdir),
+  config = rundir.read_config(workdir)
+  tokenizer = make_tokenizer(tokenizer_path or rundir.find_tokenizer(workdir),
                              config.data.context_length)
   model = make_model(config, tokenizer)
   spec = state_spec(model, config, mesh)
-  manager = ocp.CheckpointManager(checkpointing.checkpoint_dir(workdir), item_names=("state",),
+  manager = ocp.CheckpointManager(rundir.checkpoint_dir(workdir), item_names=("state",),
                                   options=ocp.CheckpointManagerOptions(create=False))
 
   def restore_step(candidate):
@@ -200,7 +158,7 @@ def restore_run(workdir: str, mesh=None, step: int | None = None,
   step, state, skipped = checkpointing.restore_newest_readable(manager, restore_step, step=step)
   manager.close()
   if step is None:
-    raise FileNotFoundError(f"{workdir}/checkpoints holds no finished checkpoint")
+    raise FileNotFoundError(f"{rundir.checkpoint_dir(workdir)} holds no finished checkpoint")
   if skipped:
     log.warning("loaded step %d of %s: newer step(s) %s do not read and were skipped (left in "
                 "place)", step, workdir, skipped)

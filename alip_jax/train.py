@@ -13,18 +13,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 
 import jax
 import ml_collections
 import numpy as np
 
 from alip_jax import (checkpointing, config_check, fileio, losses, mesh as mesh_lib, monitoring,
-                      phase_times, state as state_lib, step as step_lib)
-from alip_jax.checkpointing import lease, run_config
+                      phase_times, rundir, state as state_lib, step as step_lib)
+from alip_jax.checkpointing import lease
 from alip_jax.data import pipeline, records
 from alip_jax.evaluation import evaluators as evaluators_lib
-from alip_jax.tools import synthetic
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +56,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   `stop_after` ends this run after that step with a checkpoint and no final
   evaluation, as a preemption would; re-running resumes from there.
   `break_lease` breaks a stale writer lease on `workdir` (checkpointing/lease.py).
+
+  The data must exist: with `config.data.synthetic`, the caller builds the
+  embedded corpus first (`tools.synthetic.prepare(config, workdir)`, as
+  `alip_jax.main` and the demo do); the trainer only reads it.
   """
   started = phase_times.usage_now()
   config = config_check.validate(config)  # defaults filled in, typos stop here
@@ -82,18 +84,19 @@ def _train_and_evaluate(config, workdir, mesh, stop_after, started) -> TrainResu
   log.info("mesh %s, global batch %d (%d per process)", dict(mesh.shape),
            config.train.batch_size, local_batch)
 
-  # ---- The run directory: a resume may not change what the saved state
-  # means; compared before anything is written (checkpointing/run_config.py).
-  saved_steps = checkpointing.saved_steps(checkpointing.checkpoint_dir(workdir))
-  config_changes = run_config.check_resume(config, workdir, saved_steps)
+  # ---- The run directory (rundir.py): a resume may not change what the
+  # saved state means; compared before anything is written.
+  saved_steps = rundir.saved_steps(workdir)
+  config_changes = rundir.check_resume(config, workdir, saved_steps)
 
-  # ---- Input.
-  data_dir = synthetic.prepare(config, workdir)
+  # ---- Input (built beforehand: the embedded corpus by tools.synthetic.prepare).
+  data_dir = rundir.data_dir(config, workdir)
+  train_files = records.split_files(data_dir, config.data.train_split).files  # none: says how
   model, tokenizer = state_lib.make_model_and_tokenizer(config, data_dir)
   used_tokenizer = getattr(tokenizer, "tokenizer_json", None) or tokenizer.model_path
-  run_config.check_tokenizer(workdir, used_tokenizer, saved_steps)
+  rundir.check_tokenizer(workdir, used_tokenizer, saved_steps)
   bad_records = pipeline.BadRecordCounter()
-  train_source = records.ShardedSource(records.split_files(data_dir, config.data.train_split).files,
+  train_source = records.ShardedSource(train_files,
                                       config.data.skip_bad_shards)
   # Global batches already on the devices, made by a thread while the step runs.
   train_iter = iter(pipeline.device_prefetch(pipeline.train_dataset(
@@ -113,7 +116,7 @@ def _train_and_evaluate(config, workdir, mesh, stop_after, started) -> TrainResu
 
   # ---- Resume or initialise.
   manager = checkpointing.make_manager(
-      checkpointing.checkpoint_dir(workdir), config.train.keep_checkpoints,
+      rundir.checkpoint_dir(workdir), config.train.keep_checkpoints,
       config.train.keep_every, config.train.async_checkpoints)
   state = checkpointing.restore_latest(manager, spec.abstract, train_iter,
                                       config.train.restore_fallback)
@@ -124,12 +127,10 @@ def _train_and_evaluate(config, workdir, mesh, stop_after, started) -> TrainResu
     log.info("resumed from step %d in %s", int(state["step"]), workdir)
   # Written only now that the saved state has matched this config's shapes
   # (a workdir whose config.json was lost says nothing before that).
-  if is_main:  # the tokenizer copy: so alip_jax.load needs no data directory
+  if is_main:
     fileio.makedirs(workdir)
-    run_config.record(config, workdir, config_changes, saved_steps)
-    tokenizer_copy = fileio.join(workdir, os.path.basename(used_tokenizer))
-    if not (saved_steps and fileio.exists(tokenizer_copy)):  # else checked equal above
-      fileio.copy(used_tokenizer, tokenizer_copy)
+    rundir.record(config, workdir, config_changes, saved_steps)
+    rundir.keep_tokenizer(workdir, used_tokenizer, saved_steps)
   first_step = int(state["step"])
 
   # ---- Evaluators (their data read once) and the log they write.
@@ -138,7 +139,7 @@ def _train_and_evaluate(config, workdir, mesh, stop_after, started) -> TrainResu
   monitor = monitoring.Monitor(
       config, workdir, first_step, config.train.batch_size * monitoring.flops_per_sample(config),
       is_main, tokenizer, batch_sharding)
-  eval_log = EvalLog(workdir, monitor, is_main)
+  eval_log = rundir.EvalLog(workdir, monitor, is_main)
 
   # ---- The loop.
   total = config.train.steps
@@ -225,23 +226,3 @@ def _initial_state(config, spec: state_lib.StateSpec) -> dict:
     log.info("initialised from %s", config.init_from)
   return state
 
-
-class EvalLog:
-  """Every evaluation's metrics: in `<workdir>/eval.json` ({step: metrics},
-  kept across resumes), in the monitor's sinks (TensorBoard, W&B) and as
-  one log line of the headline numbers."""
-
-  def __init__(self, workdir: str, monitor: monitoring.Monitor, is_main: bool):
-    self.path = fileio.join(workdir, "eval.json")
-    self.entries = fileio.read_json(self.path, {})
-    self.monitor, self.is_main = monitor, is_main
-
-  def write(self, step: int, metrics: dict) -> dict:
-    self.entries[str(step)] = metrics
-    self.monitor.write_eval(step, metrics)
-    if self.is_main:
-      fileio.write_json(self.path, self.entries)
-    log.info("eval step %d: %s", step, " ".join(
-        f"{k}={v:.4f}" for k, v in metrics.items()
-        if "R@" in k or k.endswith(("/top1", "/accuracy"))))
-    return metrics

@@ -16,7 +16,7 @@ from etils import epath
 from orbax.checkpoint._src.path import gcs_utils
 
 import alip_jax
-from alip_jax import checkpointing, fileio, train
+from alip_jax import checkpointing, fileio, rundir, train
 from alip_jax.tools import synthetic
 from conftest import tensorboard_tags, tiny_config
 from fake_gcs import FakeGCS, serve
@@ -152,7 +152,7 @@ def test_training_in_a_bucket_workdir_resumes_and_loads(bucket, tiny_corpus, mon
   assert checkpointing.checkpoint_dir(workdir) == "gs://bucket/runs/alip/checkpoints"
   # The params the run ended with, as its last checkpoint holds them.
   import orbax.checkpoint as ocp
-  path = f"{checkpointing.checkpoint_dir(workdir)}/4/state"
+  path = f"{rundir.checkpoint_dir(workdir)}/4/state"
   checkpointer = ocp.StandardCheckpointer()
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   saved = checkpointer.restore(path, jax.tree.map(

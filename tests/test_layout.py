@@ -19,13 +19,14 @@ PACKAGE = os.path.join(ROOT, "alip_jax")
 # other), so none of the three imports another.
 LAYERS = [
     {"foundation": ("alip_jax.fileio", "alip_jax.mesh", "alip_jax.console", "alip_jax.progress",
+                    "alip_jax.rundir",
                     "alip_jax.accelerators", "alip_jax.distributed", "alip_jax.hub",
                     "alip_jax.config_check", "alip_jax.configs.base", "alip_jax.phase_times")},
     {"data": ("alip_jax.data",), "models": ("alip_jax.models",), "losses": ("alip_jax.losses",)},
     {"tools": ("alip_jax.tools",), "optim": ("alip_jax.optim", "alip_jax.accumulation")},
     {"state": ("alip_jax.step", "alip_jax.state", "alip_jax.checkpointing",
                "alip_jax.downweighted")},  # downweighted: its top-k runs in the step
-    {"uses of a model": ("alip_jax.evaluation", "alip_jax.evaluators", "alip_jax.monitoring",
+    {"uses of a model": ("alip_jax.evaluation", "alip_jax.monitoring",
                          "alip_jax.exporting", "alip_jax.loading",
                          "alip_jax")},  # the package itself: alip_jax.load, alip_jax.export
     {"train": ("alip_jax.train",)},
@@ -186,3 +187,42 @@ def test_no_long_module_without_a_reason():
       long.append(f"{os.path.relpath(path, ROOT)}: {count} lines")
   assert not long, (f"modules over {MAX_LINES} lines whose docstring does not say why "
                     f"(\"Over {MAX_LINES} lines because …\"):\n" + "\n".join(long))
+
+
+# A workdir's files and their paths belong to alip_jax/rundir.py. Commands
+# whose --workdir is a directory of several runs (not one run) name their
+# own sub-directories.
+RUNDIR_MODULE = "alip_jax.rundir"
+DIRECTORY_OF_RUNS = ("alip_jax.experiments",)
+
+
+def _names_a_workdir(node) -> bool:
+  name = node.id if isinstance(node, ast.Name) else getattr(node, "attr", "")
+  return "workdir" in name.lower()
+
+
+def paths_under_a_workdir(tree):
+  """Line numbers where a path under a workdir is built: `join(workdir, …)`
+  (os.path.join, fileio.join, …) or an f-string "{workdir}/…"."""
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Call) and node.args and getattr(
+        node.func, "attr", getattr(node.func, "id", "")) in ("join", "joinpath"):
+      if _names_a_workdir(node.args[0]):
+        yield node.lineno
+    elif isinstance(node, ast.JoinedStr) and len(node.values) > 1:
+      first, second = node.values[0], node.values[1]
+      if isinstance(first, ast.FormattedValue) and _names_a_workdir(first.value) and isinstance(
+          second, ast.Constant) and str(second.value).startswith("/"):
+        yield node.lineno
+
+
+def test_only_the_run_directory_module_builds_paths_in_a_workdir():
+  found = []
+  for module, path in sources():
+    if module == RUNDIR_MODULE or module.startswith(DIRECTORY_OF_RUNS):
+      continue
+    with open(path) as f:
+      tree = ast.parse(f.read(), path)
+    found += [f"{os.path.relpath(path, ROOT)}:{line}" for line in paths_under_a_workdir(tree)]
+  assert not found, ("paths joined under a workdir outside alip_jax/rundir.py (ask it: add the "
+                     "file there):\n" + "\n".join(found))

@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 
 import alip_jax
-from alip_jax import checkpointing, state as state_lib, train
-from alip_jax.checkpointing import run_config
+from alip_jax import checkpointing, rundir, state as state_lib, train
 from conftest import restore_saved_state, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,7 +33,7 @@ def stopped_run(tiny_corpus, tmp_path_factory):
   """6-step config stopped after step 4: checkpoints 3 and 4."""
   workdir = str(tmp_path_factory.mktemp("stopped") / "run")
   train.train_and_evaluate(config_for(tiny_corpus), workdir, stop_after=4)
-  assert checkpointing.saved_steps(os.path.join(workdir, "checkpoints")) == [3, 4]
+  assert rundir.saved_steps(workdir) == [3, 4]
   return workdir
 
 
@@ -75,7 +74,7 @@ def test_resume_with_another_model_is_refused_before_anything_is_written(
   config = config_for(tiny_corpus)
   config.model.text.width, config.loss.name = 48, "clip"
   config.train.steps = 8  # allowed alone; listed with the others it is not
-  with pytest.raises(run_config.RunConfigMismatch) as error:
+  with pytest.raises(rundir.RunConfigMismatch) as error:
     train.train_and_evaluate(config, workdir)
   message = str(error.value)
   assert "model.text.width: 32 → 48" in message and "loss.name: 'alip' → 'clip'" in message
@@ -124,11 +123,11 @@ def test_allowed_changes_are_logged_and_the_old_config_kept(stopped_run, tiny_co
     old = f.read()
   config = config_for(tiny_corpus)
   config.train.steps, config.eval.batch_size, config.model.remat = 9, 16, "full"
-  changes = run_config.check_resume(config, workdir, [3, 4])
+  changes = rundir.check_resume(config, workdir, [3, 4])
   assert [c[0] for c in changes] == ["eval.batch_size", "model.remat", "train.steps"]
   with caplog.at_level(logging.INFO):
-    run_config.record(config, workdir, changes, [3, 4])
-    run_config.record(config, workdir, changes, [3, 4])  # a second resume at the same step
+    rundir.record(config, workdir, changes, [3, 4])
+    rundir.record(config, workdir, changes, [3, 4])  # a second resume at the same step
   assert "train.steps: 6 → 9" in caplog.text
   with open(os.path.join(workdir, "config.4.json")) as f:
     assert f.read() == old
@@ -136,7 +135,7 @@ def test_allowed_changes_are_logged_and_the_old_config_kept(stopped_run, tiny_co
   assert json.load(open(os.path.join(workdir, "config.json")))["train"]["steps"] == 9
   # No checkpoint yet: any change is allowed (nothing saved can be misread).
   config.model.text.width = 48
-  assert run_config.check_resume(config, workdir, [])
+  assert rundir.check_resume(config, workdir, [])
 
 
 def test_a_changed_tokenizer_is_refused(stopped_run, tiny_corpus, tmp_path):
@@ -146,9 +145,9 @@ def test_a_changed_tokenizer_is_refused(stopped_run, tiny_corpus, tmp_path):
     data = f.read()
   with open(other, "wb") as f:
     f.write(data[:-1] + bytes([data[-1] ^ 1]))
-  with pytest.raises(run_config.RunConfigMismatch, match="other words"):
-    run_config.check_tokenizer(workdir, other, [3, 4])
-  run_config.check_tokenizer(workdir, os.path.join(tiny_corpus, "tokenizer.model"), [3, 4])
+  with pytest.raises(rundir.RunConfigMismatch, match="other words"):
+    rundir.check_tokenizer(workdir, other, [3, 4])
+  rundir.check_tokenizer(workdir, os.path.join(tiny_corpus, "tokenizer.model"), [3, 4])
 
 
 def test_shape_mismatch_names_the_parameter(stopped_run, tmp_path):
@@ -239,7 +238,7 @@ def test_failed_async_save_stops_at_the_next_step(stopped_run, tiny_corpus, tmp_
     last = [json.loads(line)["step"] for line in f][-1]
   assert last <= 6  # stopped at the next boundary (or, at the latest, the next save)
   assert {s: tree_digest(os.path.join(workdir, "checkpoints", str(s))) for s in (3, 4)} == saved
-  assert checkpointing.saved_steps(os.path.join(workdir, "checkpoints")) == [3, 4]
+  assert rundir.saved_steps(workdir) == [3, 4]
 
 
 @pytest.mark.slow
@@ -258,7 +257,7 @@ def test_divergence_names_a_checkpoint_from_before_it(stopped_run, tiny_corpus, 
   assert "up to step 7" in message and "params computed by step 5 already failed" in message
   assert "the last good checkpoint is step 4" in message
   # Saves stopped with the first non-finite step: 5 is the last one written.
-  assert checkpointing.saved_steps(os.path.join(workdir, "checkpoints"))[-1] == 5
+  assert rundir.saved_steps(workdir)[-1] == 5
 
 
 # ---------------------------------------------------------------- evaluation CLI
@@ -291,7 +290,7 @@ def test_evaluate_cli_on_a_checkpoint_step_and_a_missing_step(stopped_run, tmp_p
 def test_init_from_workdir_starts_from_its_weights_and_tokenizer(stopped_run, tiny_corpus):
   config = config_for(tiny_corpus)
   config.init_from = f"workdir:{stopped_run}"
-  assert state_lib.tokenizer_file(config, tiny_corpus) == os.path.join(stopped_run,
+  assert rundir.tokenizer_file(config, tiny_corpus) == os.path.join(stopped_run,
                                                                       "tokenizer.model")
   model, _ = state_lib.make_model_and_tokenizer(config, tiny_corpus)
   import flax.linen as nn

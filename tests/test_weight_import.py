@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from alip_jax import state as state_lib
+from alip_jax import rundir, state as state_lib
 from alip_jax.losses.contrastive import LOGIT_SCALE_INIT
 from alip_jax.models import clip_weights, openai_weights, two_towers
 from alip_jax.models.weight_checks import WeightImportError
@@ -125,15 +125,15 @@ def test_the_tokenizer_a_fine_tune_uses(hf_dir, tmp_path):
   config = tiny_config()
   config.init_from = f"hf:{directory}"
   with pytest.raises(FileNotFoundError, match="holds no tokenizer .* --config.data.tokenizer=FILE"):
-    state_lib.tokenizer_file(config, "/data")
+    rundir.tokenizer_file(config, "/data")
   config.data.tokenizer = "/elsewhere/tokenizer.model"
-  assert state_lib.tokenizer_file(config, "/data") == "/elsewhere/tokenizer.model"
+  assert rundir.tokenizer_file(config, "/data") == "/elsewhere/tokenizer.model"
   config.data.tokenizer = ""
   with open(os.path.join(directory, "tokenizer.json"), "w") as f:
     f.write("{}")
-  assert state_lib.tokenizer_file(config, "/data") == os.path.join(directory, "tokenizer.json")
+  assert rundir.tokenizer_file(config, "/data") == os.path.join(directory, "tokenizer.json")
   config.init_from = ""
-  assert state_lib.tokenizer_file(config, "/data") == "/data/tokenizer.model"
+  assert rundir.tokenizer_file(config, "/data") == "/data/tokenizer.model"
 
 
 # ---------------------------------------------------------------- TorchScript

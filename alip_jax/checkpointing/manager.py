@@ -10,7 +10,6 @@ sees finished ones.
 from __future__ import annotations
 
 import logging
-import os
 
 from etils import epath
 import grain
@@ -18,18 +17,10 @@ import jax
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
-from alip_jax import fileio
+from alip_jax import fileio, rundir
 from alip_jax.checkpointing import restore
 
 log = logging.getLogger(__name__)
-
-
-def checkpoint_dir(workdir: str) -> str:
-  """Where a workdir's checkpoints live (Orbax writes gs:// paths itself;
-  it refuses relative local ones, so `--workdir runs/x` is made absolute)."""
-  if not fileio.is_remote(workdir):
-    workdir = os.path.abspath(workdir)
-  return fileio.join(workdir, "checkpoints")
 
 
 def make_manager(directory: str, max_to_keep: int, keep_every: int = 0,
@@ -115,9 +106,9 @@ class SaveWatcher:
       self.manager.wait_until_finished()  # re-raises the background save's error
     except Exception as e:  # noqa: BLE001
       error = e
-    if error is None and step in restore.saved_steps(str(self.manager.directory)):
+    if error is None and step in rundir.steps_in(str(self.manager.directory)):
       return
-    earlier = [s for s in restore.saved_steps(str(self.manager.directory)) if s != step]
+    earlier = [s for s in rundir.steps_in(str(self.manager.directory)) if s != step]
     reason = f"{type(error).__name__}: {error}" if error else "its directory was not finalised"
     raise SaveFailed(
         f"the checkpoint save of step {step} failed ({reason}); training stopped at step "

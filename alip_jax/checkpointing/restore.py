@@ -29,16 +29,6 @@ class StateShapeMismatch(ValueError):
   """The saved state and the state this config builds differ in shape."""
 
 
-def saved_steps(directory: str) -> list[int]:
-  """The finished step directories in a checkpoint directory, ascending
-  (Orbax writes a step under a temporary name and renames it when done)."""
-  from etils import epath
-  path = epath.Path(directory)
-  if not path.exists():
-    return []
-  return sorted(int(p.name) for p in path.iterdir() if p.name.isdigit())
-
-
 def _leaf_name(key_path) -> str:
   """'opt/1/0/mu/image/…': the same name for a namedtuple field (as the
   state holds it) and a dict key (as the checkpoint's metadata has it)."""

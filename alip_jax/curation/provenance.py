@@ -12,8 +12,7 @@ import logging
 import jax
 import numpy as np
 
-from alip_jax import fileio, mesh as mesh_lib
-from alip_jax.checkpointing import run_config
+from alip_jax import fileio, mesh as mesh_lib, rundir
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ def claim(manifest_path: str, made_by: dict, overwrite: bool, start_over, output
   before the check."""
   old = fileio.read_json(manifest_path, None)
   if old is not None and old != made_by:
-    changes = run_config.differences(old, made_by)
+    changes = rundir.differences(old, made_by)
     if not overwrite:
       lines = "; ".join(f"{k}: {a!r} → {b!r}" for k, a, b in changes)
       raise OutputMismatch(

@@ -24,8 +24,9 @@ position.
 
 Run `python -m alip_jax.tools.synthetic --out DIR` to build it; it also trains
 the SentencePiece tokenizer on the training texts and writes `counts.json`.
-The trainer calls `prepare(config, workdir)`, which builds it when
-`config.data.synthetic` and the directory does not hold it yet.
+`prepare(config, workdir)` builds it when `config.data.synthetic` and the
+directory does not hold it yet: `alip_jax.main` and the demo call it before
+training (the trainer reads data, it never builds it).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from PIL import Image, ImageDraw
 
-from alip_jax import fileio
+from alip_jax import rundir
 from alip_jax.data import records, tokenizer
 from alip_jax.tools.synthetic_scenes import (  # noqa: F401  (public names of the corpus)
     COLOR_NAMES, COLORS, NOISE_KINDS, ROWS, SHAPES, SIZES, alt_text, caption_for, partial_text,
@@ -189,14 +190,11 @@ def ensure_built(out_dir: str, cfg: CorpusConfig = CorpusConfig()) -> dict:
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str) -> str:
-  """The run's data directory (`config.data.dir`, else WORKDIR/data), with
-  the corpus built there first when `config.data.synthetic` (every host)."""
-  data_dir = config.data.dir or os.path.join(workdir, "data")
-  if fileio.is_remote(data_dir):
-    raise ValueError(
-        f"data directory {data_dir}: Grain reads ArrayRecord shards from a local path. "
-        f"Mount the bucket with gcsfuse (launch/tpu_pod.sh does with DATA_BUCKET=) or copy "
-        f"the shards to local disk, and set --config.data.dir to that path.")
+  """The run's data directory (rundir.data_dir: `config.data.dir`, else
+  WORKDIR/data), with the corpus built there first when
+  `config.data.synthetic` (every host). Called before training by
+  `alip_jax.main` and the demo; the trainer itself only reads."""
+  data_dir = rundir.data_dir(config, workdir)
   if config.data.synthetic:
     corpus = CorpusConfig(num_train=config.data.synthetic_num_train)
     if jax.process_index() == 0:
