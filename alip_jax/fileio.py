@@ -3,7 +3,7 @@
 TPU VM pods keep the workdir on GCS: every process sees it and it outlives
 the VMs. Orbax writes checkpoints there itself; this module covers the
 trainer's own small files (config.json, eval.json, metrics.jsonl, the
-tokenizer copy, profiles). gs:// needs `gcsfs` (requirements-cloud.txt).
+tokenizer copy, profiles). gs:// needs `gcsfs` (alip-jax's [cloud] extra).
 
 Object stores have no append and no rename: a JSON file is written whole (an
 object write is atomic), and a growing file (metrics.jsonl, TensorBoard

@@ -5,7 +5,7 @@
       [--out tpu_compile.jsonl]
   python -m alip_jax.benchmarks.tpu_compile --table tpu_compile.jsonl
 
-Needs the `libtpu` package (requirements-test.txt), no TPU: libtpu describes
+Needs the `libtpu` package (alip-jax's [test] extra), no TPU: libtpu describes
 the slice (`jax.experimental.topologies.get_topology_desc`) and compiles for
 it on the CPU. The trainer's own pieces — `mesh.make_mesh` over the slice's
 devices, the model, optimiser, loss and `step.jit_train_step`

@@ -17,7 +17,7 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
-from alip_jax import fileio, mesh as mesh_lib
+from alip_jax import extras, fileio, mesh as mesh_lib
 from alip_jax.data import pipeline, records
 from alip_jax.losses import alip
 
@@ -253,7 +253,7 @@ def merge_summaries(out: str, process_count: int, num_records: int) -> dict:
 
 
 def write_parquet(table: dict, path: str) -> None:
-  import pyarrow as pa
+  pa = extras.require("pyarrow", "Writing Parquet scores")
   import pyarrow.parquet as pq
   tmp = path + ".incomplete"
   pq.write_table(pa.table({c: table[c] for c in COLUMNS}), tmp)
@@ -263,7 +263,7 @@ def write_parquet(table: dict, path: str) -> None:
 def read_scores(out: str) -> dict:
   """All parts of a scores directory as one table {column: numpy array},
   sorted by record index."""
-  import pyarrow.parquet as pq
+  pq = extras.require("pyarrow.parquet", "Reading Parquet scores")
   paths = sorted(glob.glob(os.path.join(out, "scores-*-of-*.parquet")))
   if not paths:
     raise FileNotFoundError(f"no scores-*.parquet in {out}: run python -m alip_jax.score first")

@@ -40,7 +40,11 @@ import sys
 import tempfile
 import time
 
-from alip_jax.data import web
+from alip_jax import extras
+
+extras.require("apache_beam", "alip-build (the dataset builder)")
+
+from alip_jax.data import web  # noqa: E402 -- after the check of the [build] extra
 from alip_jax.data.records import shard_name
 from alip_jax.tools import caption
 from alip_jax.tools.manifest import (check_out, describe_files, identity, join, open_any,
