@@ -48,6 +48,17 @@ def read_json(path, default=_REQUIRED):
   return json.loads(epath.Path(path).read_text())
 
 
+def save_safetensors(tensors: dict, path: str) -> None:
+  """safetensors' save_file, with the file mode open() would give (0666
+  less the umask): safetensors writes 0600, which other users and services
+  reading an export (a web server, a shared model directory) cannot read."""
+  from safetensors.numpy import save_file
+  save_file(tensors, path, metadata={"format": "pt"})
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(path, 0o666 & ~umask)
+
+
 def write_text(path, text: str) -> None:
   """Writes `text` whole: readers see the old or the new file, never half."""
   if is_remote(path):

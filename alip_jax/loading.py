@@ -128,19 +128,22 @@ def load(path: str, step: int | None = None, mesh=None, tokenizer: str | None = 
   if os.path.isfile(path):
     params, model_cfg, sizes = openai_weights.load_openai(path)
     return _from_weights(params, model_cfg, sizes, tokenizer, mesh, source)
-  if not os.path.exists(os.path.join(path, "config.json")):
-    if not os.path.exists(os.path.join(path, open_clip_format.CONFIG_FILE)):
-      raise FileNotFoundError(f"{path} has no config.json (a training workdir, an HF CLIP "
-                              f"directory) nor {open_clip_format.CONFIG_FILE} (an open_clip one)")
+  has_config = os.path.exists(os.path.join(path, "config.json"))
+  if has_config:
+    with open(os.path.join(path, "config.json")) as f:
+      is_hf = json.load(f).get("model_type") == "clip"
+    if is_hf:
+      params, model_cfg, sizes = clip_weights.load_hf(path)
+      tokenizer = tokenizer or state_lib.find_tokenizer(path)
+      return _from_weights(params, model_cfg, sizes, tokenizer, mesh, source)
+  # An open_clip directory; ours also has a config.json for AutoTokenizer.
+  if os.path.exists(os.path.join(path, open_clip_format.CONFIG_FILE)):
     params, model_cfg, sizes = open_clip_format.load(path)
     tokenizer = tokenizer or state_lib.find_tokenizer(path)
     return _from_weights(params, model_cfg, sizes, tokenizer, mesh, source)
-  with open(os.path.join(path, "config.json")) as f:
-    config = json.load(f)
-  if config.get("model_type") == "clip":
-    params, model_cfg, sizes = clip_weights.load_hf(path)
-    tokenizer = tokenizer or state_lib.find_tokenizer(path)
-    return _from_weights(params, model_cfg, sizes, tokenizer, mesh, source)
+  if not has_config:
+    raise FileNotFoundError(f"{path} has no config.json (a training workdir, an HF CLIP "
+                            f"directory) nor {open_clip_format.CONFIG_FILE} (an open_clip one)")
   return _from_workdir(path, step, tokenizer, mesh)
 
 
@@ -152,7 +155,8 @@ def training_workdir(path: str) -> str | None:
   if parent.endswith("/checkpoints") and name.isdigit():
     return parent.rpartition("/")[0]
   config = fileio.join(path, "config.json")
-  if fileio.exists(config) and fileio.read_json(config).get("model_type") != "clip":
+  if (fileio.exists(config) and fileio.read_json(config).get("model_type") != "clip"
+      and not fileio.exists(fileio.join(path, open_clip_format.CONFIG_FILE))):
     return path
   return None
 

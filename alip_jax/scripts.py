@@ -27,3 +27,4 @@ export = _command("alip_jax.export_cli", "main")
 demo = _command("alip_jax.demo", "run")
 score = _command("alip_jax.score", "main")
 filter = _command("alip_jax.filter", "main")  # noqa: A001 -- the command's name
+launch = _command("alip_jax.launch_scripts", "main")

@@ -33,7 +33,7 @@ LAYERS = [
     {"commands": ("alip_jax.main", "alip_jax.evaluate", "alip_jax.demo", "alip_jax.score",
                   "alip_jax.filter", "alip_jax.export_cli", "alip_jax.curation",
                   "alip_jax.experiments", "alip_jax.benchmarks", "alip_jax.configs",
-                  "alip_jax.scripts")},
+                  "alip_jax.scripts", "alip_jax.launch_scripts", "alip_jax.launch")},
 ]
 MAX_LINES = 300
 REPEATED_LINES = 6

@@ -4,6 +4,7 @@ through the package; a wheel installs and its commands run from elsewhere."""
 
 import glob
 import importlib.metadata
+import json
 import os
 import re
 import shutil
@@ -13,6 +14,7 @@ import tomllib
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 from alip_jax import console
@@ -24,6 +26,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def pyproject():
   with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
     return tomllib.load(f)
+
+
+def test_pyproject_lists_every_package_under_alip_jax():
+  found = {os.path.relpath(os.path.dirname(p), ROOT).replace(os.sep, ".")
+           for p in glob.glob(os.path.join(ROOT, "alip_jax", "**", "__init__.py"), recursive=True)}
+  listed = set(pyproject()["tool"]["setuptools"]["packages"])
+  assert found - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"
+  assert listed - found == {"alip_jax.configs", "alip_jax.launch"}
+  assert pyproject()["tool"]["setuptools"]["package-dir"] == {"alip_jax.configs": "configs",
+                                                               "alip_jax.launch": "launch"}
 
 
 def constraint_pins():
@@ -82,6 +94,58 @@ def test_dependencies_are_ranges_that_the_constraints_pin():
   assert {"alip-train", "alip-eval", "alip-build", "alip-export"} <= set(scripts)
 
 
+TORCH_VENV_DISTS = """
+import importlib.metadata as md, json
+from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
+out = {}
+for d in md.distributions():
+  needs = []
+  for line in d.requires or []:
+    r = Requirement(line)
+    if r.marker is None or r.marker.evaluate({"extra": ""}):
+      needs.append([r.name, str(r.specifier)])
+  out[d.metadata["Name"]] = [d.version, needs]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(not os.environ.get("ALIP_TORCH_PYTHON"), reason="no torch venv "
+                    "(ALIP_TORCH_PYTHON; tests/run.sh makes it)")
+def test_alip_jax_installs_beside_open_clip_and_transformers():
+  """.venv-torch holds open_clip_torch, transformers, torch and torchvision
+  at constraints.txt's versions with `pip check` clean; the packages they
+  share with alip-jax's core (huggingface_hub, tokenizers, safetensors,
+  numpy, pillow, tqdm, …) are at versions both sides accept: each side's
+  declared requirements hold for the other side's installed versions."""
+  torch_python = os.environ["ALIP_TORCH_PYTHON"]
+  checked = subprocess.run([torch_python, "-m", "pip", "check"], capture_output=True, text=True,
+                           timeout=300)
+  assert checked.returncode == 0, checked.stdout + checked.stderr
+  listed = subprocess.run([torch_python, "-c", TORCH_VENV_DISTS], capture_output=True,
+                          text=True, timeout=300, check=True)
+  torch_side = {canonicalize_name(k): v for k, v in json.loads(listed.stdout).items()}
+  ours = {name: dist.version for name, dist in
+          installed_closure(pyproject()["project"]["dependencies"]).items()}
+  assert {"open-clip-torch", "transformers", "torch", "torchvision"} <= set(torch_side)
+  shared = set(ours) & set(torch_side)
+  assert {"huggingface-hub", "tokenizers", "safetensors", "numpy", "pillow"} <= shared
+  for name, (version, needs) in torch_side.items():
+    for needed, specifier in needs:
+      needed = canonicalize_name(needed)
+      if needed in ours:
+        assert SpecifierSet(specifier).contains(ours[needed], prereleases=True), (
+            f"{name} {version} needs {needed}{specifier}; alip-jax's venv has {ours[needed]}")
+  for line in pyproject()["project"]["dependencies"]:
+    requirement = Requirement(line)
+    name = canonicalize_name(requirement.name)
+    if name in torch_side:
+      assert requirement.specifier.contains(torch_side[name][0], prereleases=True), (
+          f"alip-jax needs {line}; the torch venv resolved {name} {torch_side[name][0]}")
+  for name in shared & set(constraint_pins()):
+    assert torch_side[name][0] == ours[name] == constraint_pins()[name], name
+
+
 def test_license_and_citation_match_the_package():
   with open(os.path.join(ROOT, "LICENSE")) as f:
     license_text = f.read()
@@ -111,6 +175,36 @@ def test_shipped_config_replaces_a_missing_configs_path(tmp_path, monkeypatch):
   (tmp_path / "configs" / "demo.py").write_text("")
   local = ["x", "--config", "configs/demo.py"]  # a file here wins over the shipped one
   assert console.with_packaged_config(local) == local
+
+
+def test_every_command_with_a_config_flag_resolves_the_shipped_configs(tmp_path):
+  """Each command whose usage is `--config configs/X.py` (alip-train and the
+  benchmarks) passes its argv through console.with_packaged_config before
+  absl reads the file, so an installed package runs them from anywhere."""
+  commands = []
+  for path in glob.glob(os.path.join(ROOT, "alip_jax", "**", "*.py"), recursive=True):
+    with open(path) as f:
+      text = f.read()
+    if re.search(r"--config[ =]configs/", text) and path != console.__file__:
+      commands.append(os.path.relpath(path, ROOT))
+      assert "with_packaged_config(sys.argv)" in text, (
+          f"{commands[-1]} takes --config configs/…: run its argv through "
+          f"console.with_packaged_config as alip_jax/main.py does")
+  assert len(commands) >= 5, commands
+  shown = subprocess.run([sys.executable, "-m", "alip_jax.benchmarks.train_step", "--config",
+                          "configs/demo.py:clip_raw", "--helpshort"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  # absl's --helpshort exits with 1 after the flags (--config among them) parsed.
+  assert "using the shipped" in shown.stderr and "--steps" in shown.stdout, shown.stderr[-2000:]
+
+
+def test_alip_build_help_is_quiet():
+  """No "apitools not found" line from Beam's BigQuery client on import."""
+  shown = subprocess.run([sys.executable, "-m", "alip_jax.tools.build", "--help"],
+                         capture_output=True, text=True, timeout=300)
+  assert shown.returncode == 0 and "--captions" in shown.stdout
+  assert shown.stderr == "", shown.stderr
 
 
 def test_prompts_are_read_from_the_package():
@@ -150,7 +244,7 @@ def copy_sources(dest):
   ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
   for name in ("pyproject.toml", "README.md", "LICENSE"):
     shutil.copy(os.path.join(ROOT, name), dest)
-  for name in ("alip_jax", "configs"):
+  for name in ("alip_jax", "configs", "launch"):
     shutil.copytree(os.path.join(ROOT, name), os.path.join(dest, name), ignore=ignore)
 
 
@@ -248,6 +342,13 @@ def test_wheel_with_only_the_core_trains_exports_and_loads_from_another_director
     loaded = run("python", "-c", "import sys, alip_jax; m = alip_jax.load(sys.argv[1]); "
                  "e = m.encode_text(['a red circle']); print(e.shape)", f"out_{fmt}")
     assert loaded.returncode == 0 and loaded.stdout.startswith("(1, "), loaded.stderr[-3000:]
+  # The launch scripts, from the package.
+  launch = run("alip-launch", "proj")
+  assert launch.returncode == 0, launch.stderr[-2000:]
+  for name in ("slurm.sbatch", "tpu_pod.sh", "local.sh", "gpu_bench.sh"):
+    written = elsewhere / "proj" / "launch" / name
+    assert written.read_text() == open(os.path.join(ROOT, "launch", name)).read()
+    assert os.access(written, os.X_OK)
 
 
 def github_anchor(heading: str) -> str:

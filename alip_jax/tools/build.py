@@ -42,7 +42,13 @@ import time
 
 from alip_jax import extras
 
-extras.require("apache_beam", "alip-build (the dataset builder)")
+# Beam's BigQuery client, imported with its file systems, logs "apitools not
+# found" without Beam's GCP extras; the builder uses no BigQuery.
+logging.disable(logging.WARNING)
+try:
+  extras.require("apache_beam.io.filesystems", "alip-build (the dataset builder)")
+finally:
+  logging.disable(logging.NOTSET)
 
 from alip_jax.data import web  # noqa: E402 -- after the check of the [build] extra
 from alip_jax.data.records import shard_name
