@@ -385,7 +385,8 @@ def hub_cache(cache, repo_id, source_dir, commit="0123456789abcdef0123456789abcd
   file_download._create_cachedir_tag(Path(cache))
   scanned = huggingface_hub.scan_cache_dir(cache)
   (repo,) = [r for r in scanned.repos if r.repo_id == repo_id]
-  assert not scanned.warnings and {f.file_name for f in repo.revisions.pop().files} == set(
+  (revision,) = repo.revisions
+  assert not scanned.warnings and {f.file_name for f in revision.files} == set(
       os.listdir(source_dir)), scanned.warnings
 
 
