@@ -12,9 +12,10 @@ tokenizer_config.json (our SentencePiece model converted:
 alip_jax/data/tokenizer_json.py), so that `AutoProcessor.from_pretrained(dir)`
 and `pipeline('zero-shot-image-classification', model=dir)` work.
 format='open_clip': open_clip_config.json + open_clip_model.safetensors
-(alip_jax/models/open_clip_format.py) and the same tokenizer files, for
-`open_clip.create_model_and_transforms('local-dir:DIR')` and
-`open_clip.get_tokenizer('local-dir:DIR')`.
+(alip_jax/models/open_clip_format.py), the same tokenizer files and a
+config.json for transformers' AutoTokenizer (TOKENIZER_ONLY_CONFIG), for
+`open_clip.create_model_and_transforms('local-dir:DIR' or 'hf-hub:ORG/NAME')`
+and `open_clip.get_tokenizer(…)` (offline from a Hub cache too).
 Both also hold tokenizer.model (what `alip_jax.load` reads back exactly) and
 a model card, README.md, filled from the training config and eval.json.
 """
@@ -34,6 +35,15 @@ from alip_jax.data import tokenizer_json
 from alip_jax.models import clip_weights, open_clip_format, two_towers, zoo
 
 FORMATS = ("hf", "open_clip")
+# The open_clip export's config.json. open_clip's get_tokenizer('hf-hub:…')
+# loads the tokenizer with transformers' AutoTokenizer, which reads the repo's
+# config.json first; offline, a repo without one fails. No model_type: the
+# directory is not a transformers model (alip_jax.hub.directory_kind).
+TOKENIZER_ONLY_CONFIG = {
+    "library_name": "open_clip", "tokenizer_class": "PreTrainedTokenizerFast",
+    "description": "An open_clip model (open_clip_config.json, open_clip_model.safetensors) "
+                   "exported by alip_jax; this file lets transformers' AutoTokenizer load "
+                   "tokenizer.json from a Hub cache offline."}
 HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -54,9 +64,38 @@ def export(loaded, directory: str, format: str = "hf", repo_id: str | None = Non
   else:
     name = repo_id or os.path.basename(os.path.abspath(directory))
     open_clip_format.export(params, loaded.model_config, *sizes, directory, eot, name)
+    with open(os.path.join(directory, "config.json"), "w") as f:
+      json.dump(TOKENIZER_ONLY_CONFIG, f, indent=1)
   _write_tokenizer(tok, directory)
   with open(os.path.join(directory, "README.md"), "w") as f:
     f.write(model_card(loaded, format, repo_id))
+
+
+def preprocessing_contract(size: int, format: str) -> list[str]:
+  """The model card's preprocessing section: our evaluation preprocessing
+  (web.to_rgb + pipeline.eval_image + normalisation) and how each tool gets
+  the same pixels (README, "One preprocessing contract")."""
+  lines = [
+      "Images (`alip_jax.load(...).preprocess`):", "",
+      "1. Decoded upright (EXIF orientation), transparency composited onto white, RGB.",
+      f"2. Shorter side resized to {size} px, the longer to int({size} × long / short), "
+      f"PIL bicubic.",
+      f"3. Centre crop {size}×{size} at offset floor((side − {size}) / 2).",
+      f"4. Scaled to [0, 1], normalised with mean {list(two_towers.CLIP_MEAN)} and std "
+      f"{list(two_towers.CLIP_STD)}.", ""]
+  if format == "hf":
+    return lines + [
+        '`AutoProcessor.from_pretrained(DIR, backend="pil")` gives these pixels exactly; '
+        "with torchvision installed its default is the torchvision image processor, which "
+        "resizes with other kernels (about one grey level apart). The zero-shot pipeline drops "
+        "transparency (`convert(\"RGB\")`): give it RGB images, transparency composited onto "
+        "white, to get our numbers."]
+  return lines + [
+      "open_clip's `preprocess` differs in two ways: it drops transparency (give it RGB "
+      "images, composited onto white), and its centre crop rounds the offset (half to even), "
+      f"a one-pixel shift where (resized side − {size}) mod 4 = 3. For our numbers exactly, "
+      "take the crop from alip_jax (`alip_jax.load(DIR).preprocess(path)`, uint8): open_clip's "
+      "`preprocess` of that square image only normalises it."]
 
 
 def preprocessor_config(image_size: int) -> dict:
@@ -166,9 +205,7 @@ def model_card(loaded, format: str, repo_id: str | None = None) -> str:
   lines += ["## Use", "", *use, "",
             f"In alip_jax: `alip_jax.load(\"{('hf-hub:' + repo_id) if repo_id else 'DIR'}\")`.", "",
             "## Preprocessing and tokenization", "",
-            f"Images: RGB, shorter side resized to {loaded.image_size} px (bicubic), centre crop, "
-            f"scaled to [0, 1], normalised with CLIP's mean {list(two_towers.CLIP_MEAN)} and std "
-            f"{list(two_towers.CLIP_STD)}.", ""]
+            *preprocessing_contract(loaded.image_size, format), ""]
   if hasattr(tok, "model_path"):
     lines += [f"Text: a SentencePiece unigram model (tokenizer.model; tokenizer.json is the same "
               f"model for transformers), rows of {tok.context_length} ids: <s> (2), the pieces, "

@@ -3,7 +3,7 @@
 TPU VM pods keep the workdir on GCS: every process sees it and it outlives
 the VMs. Orbax writes checkpoints there itself; this module covers the
 trainer's own small files (config.json, eval.json, metrics.jsonl, the
-tokenizer copy, profiles). gs:// needs `gcsfs` (requirements-cloud.txt).
+tokenizer copy, profiles). gs:// needs `gcsfs` (alip-jax's [cloud] extra).
 
 Object stores have no append and no rename: a JSON file is written whole (an
 object write is atomic), and a growing file (metrics.jsonl, TensorBoard
@@ -46,6 +46,17 @@ def read_json(path, default=_REQUIRED):
   if default is not _REQUIRED and not exists(path):
     return default
   return json.loads(epath.Path(path).read_text())
+
+
+def save_safetensors(tensors: dict, path: str) -> None:
+  """safetensors' save_file, with the file mode open() would give (0666
+  less the umask): safetensors writes 0600, which other users and services
+  reading an export (a web server, a shared model directory) cannot read."""
+  from safetensors.numpy import save_file
+  save_file(tensors, path, metadata={"format": "pt"})
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(path, 0o666 & ~umask)
 
 
 def write_text(path, text: str) -> None:

@@ -21,6 +21,7 @@ A workdir (or one of its checkpoints) may be in a bucket: gs://…
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any
 
@@ -129,16 +130,23 @@ def load(path: str, step: int | None = None, mesh=None, tokenizer: str | None = 
   if os.path.isfile(path):
     params, model_cfg, sizes = openai_weights.load_openai(path)
     return _from_weights(params, model_cfg, sizes, tokenizer, mesh, source)
-  if not os.path.exists(os.path.join(path, "config.json")) and not os.path.exists(
-      os.path.join(path, open_clip_format.CONFIG_FILE)):
+  has_config = os.path.exists(os.path.join(path, "config.json"))
+  if has_config:
+    with open(os.path.join(path, "config.json")) as f:
+      is_hf = json.load(f).get("model_type") == "clip"
+    if is_hf:
+      params, model_cfg, sizes = clip_weights.load_hf(path)
+      return _from_weights(params, model_cfg, sizes, tokenizer or rundir.find_tokenizer(path),
+                           mesh, source)
+  # An open_clip directory; ours also has a config.json for AutoTokenizer.
+  if os.path.exists(os.path.join(path, open_clip_format.CONFIG_FILE)):
+    params, model_cfg, sizes = open_clip_format.load(path)
+    return _from_weights(params, model_cfg, sizes, tokenizer or rundir.find_tokenizer(path),
+                         mesh, source)
+  if not has_config:
     raise FileNotFoundError(f"{path} has no config.json (a training workdir, an HF CLIP "
                             f"directory) nor {open_clip_format.CONFIG_FILE} (an open_clip one)")
-  if hub.directory_kind(path) == "open_clip":
-    params, model_cfg, sizes = open_clip_format.load(path)
-  else:
-    params, model_cfg, sizes = clip_weights.load_hf(path)
-  return _from_weights(params, model_cfg, sizes, tokenizer or rundir.find_tokenizer(path), mesh,
-                       source)
+  return _from_workdir(path, step, tokenizer, mesh)
 
 
 def _from_weights(params, model_cfg, sizes, tokenizer_path, mesh, source) -> LoadedModel:

@@ -279,7 +279,7 @@ def start_wandb(config, workdir: str):
     import wandb
   except ImportError:
     log.warning("config.wandb.project is set but wandb is not installed "
-                "(pip install -r requirements-cloud.txt): no W&B logging")
+                "(pip install 'alip-jax[cloud]'): no W&B logging")
     return None
   id_file = rundir.wandb_run_file(workdir)
   run_id = fileio.read_json(id_file, {}).get("id") or secrets.token_hex(4)

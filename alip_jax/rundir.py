@@ -123,7 +123,10 @@ def training_workdir(path: str) -> str | None:
   if step is not None:
     return workdir
   config = config_file(workdir)
-  if fileio.exists(config) and fileio.read_json(config).get("model_type") != "clip":
+  # An open_clip export also has a config.json (for AutoTokenizer), beside
+  # models/open_clip_format.py's CONFIG_FILE.
+  if (fileio.exists(config) and fileio.read_json(config).get("model_type") != "clip"
+      and not fileio.exists(fileio.join(workdir, "open_clip_config.json"))):
     return workdir
   return None
 

@@ -120,6 +120,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.distributed = ml_collections.ConfigDict(dict(
       coordinator="", num_processes=0, process_id=-1, platform="", auto=False))
   # Weights & Biases, off unless `project` is set and wandb is installed
-  # (requirements-cloud.txt). mode: '' (online), 'offline' or 'disabled'.
+  # (the [cloud] extra). mode: '' (online), 'offline' or 'disabled'.
   c.wandb = ml_collections.ConfigDict(dict(project="", entity="", name="", mode="", dir=""))
   return c

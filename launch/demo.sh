@@ -4,7 +4,7 @@
 #   bash launch/demo.sh [--workdir runs/demo] [--steps N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source launch/env.sh requirements.txt
+source launch/env.sh build,tfds,plots
 # The demo is CPU-sized. Once tests/run.sh has put libtpu into .venv (for the
 # ahead-of-time TPU compiles), JAX probes for a TPU at start-up and libtpu
 # prints warnings; where no TPU (/dev/accel*, /dev/vfio/*) or NVIDIA GPU is

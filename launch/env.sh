@@ -1,7 +1,9 @@
 # shellcheck shell=bash
 # Sourced by launch/demo.sh and tests/run.sh: finds Python 3.12, makes .venv
-# (once), installs the pinned requirements file given as $1 and this checkout
-# as the editable package.
+# (once), and installs this checkout as the editable package alip-jax with the
+# extras given as $1 (e.g. "build,tfds,plots"), at the versions of
+# constraints.txt (pyproject.toml declares ranges; the constraints are what we
+# test, so our runs reproduce).
 # Set PYTHON=/path/to/python3.12 to choose the interpreter.
 
 # find_python 3.12 [PYTHON-override]: prints an interpreter of that version.
@@ -24,28 +26,28 @@ find_python312() {
   return 1
 }
 
-# install_package VENV: this checkout as the editable package alip-jax (console
-# scripts, alip_jax.configs); again only when pyproject.toml changed or the
-# venv's install points at another checkout.
-install_package() {
-  local venv="$1" stamp="$1/.alip_jax-pyproject.toml"
-  if cmp -s pyproject.toml "$stamp" && "$venv/bin/python" -c "import sys, alip_jax.configs as c
-sys.exit(c.__path__[0] != sys.argv[1])" "$PWD/configs" 2>/dev/null; then
-    return 0
-  fi
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e . &&
-    cp pyproject.toml "$stamp"
-}
-
+# setup_venv EXTRAS: the install runs again only when pyproject.toml,
+# constraints.txt or EXTRAS changed, or the venv's alip_jax is another
+# checkout's.
 setup_venv() {
-  local requirements="$1" venv="${VENV:-.venv}" start
+  local extras="$1" venv="${VENV:-.venv}" start stamp
   start=$(date +%s)
+  stamp="$venv/.alip_jax-install"
   if [ ! -x "$venv/bin/python" ]; then
     "$(find_python312)" -m venv "$venv"
   fi
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
-  install_package "$venv"
-  echo "install: $requirements and alip_jax (editable) into $venv in $(( $(date +%s) - start )) s" >&2
+  if cmp -s <(cat pyproject.toml constraints.txt; echo "$extras") "$stamp" &&
+      "$venv/bin/python" -c "import sys, alip_jax.configs as c
+sys.exit(c.__path__[0] != sys.argv[1])" "$PWD/configs" 2>/dev/null; then
+    echo "install: alip-jax[$extras] in $venv is up to date" >&2
+  else
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        -c constraints.txt -e ".[$extras]"
+    cat pyproject.toml constraints.txt > "$stamp"
+    echo "$extras" >> "$stamp"
+    echo "install: alip-jax[$extras] (editable, constraints.txt) into $venv in" \
+      "$(( $(date +%s) - start )) s" >&2
+  fi
   # shellcheck disable=SC1091
   source "$venv/bin/activate"
 }

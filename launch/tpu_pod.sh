@@ -92,7 +92,7 @@ install() {
     command -v uv >/dev/null || python3 -m pip install --user --quiet uv
     export PATH=\$HOME/.local/bin:\$PATH
     [ -x .venv/bin/python ] || uv venv --quiet --python 3.12 .venv
-    uv pip install --quiet --python .venv/bin/python -r requirements-cloud.txt 'jax[tpu]==$JAX_VERSION' -e ."
+    uv pip install --quiet --python .venv/bin/python -c constraints.txt -e '.[cloud]' 'jax[tpu]==$JAX_VERSION'"
 }
 
 train() {

@@ -3,10 +3,14 @@
 #   bash tests/run.sh [pytest args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source launch/env.sh requirements-test.txt
+source launch/env.sh build,tfds,plots,test
 
-# The HF parity tests run transformers' CLIPModel in torch in a second venv
-# (.venv-torch, Python 3.11: torch's CPU build exists here for 3.11 only).
+# The torch side of the HF parity and interop tests (transformers' CLIPModel,
+# open_clip) runs in a second venv, .venv-torch: Python 3.11, torch with its
+# matching torchvision (PyPI's CUDA builds, which run on CPUs; torchvision's
+# compiled ops link torch's own libraries, so a CPU-only torch does not load
+# PyPI's torchvision, and open_clip imports torchvision). ~5.6 GB, once per
+# clone. The versions: constraints.txt.
 if [ "${ALIP_SKIP_TORCH:-0}" != 1 ]; then
   start=$(date +%s)
   if [ ! -x .venv-torch/bin/python ]; then
@@ -14,15 +18,11 @@ if [ "${ALIP_SKIP_TORCH:-0}" != 1 ]; then
       "set PYTHON311=, or ALIP_SKIP_TORCH=1 to skip the HF parity tests" >&2; exit 1; }
     "$python311" -m venv .venv-torch
   fi
-  torch_wheel=""
-  for candidate in /opt/wheels/torch-2.13.0+cpu-cp311-*.whl; do
-    [ -e "$candidate" ] && torch_wheel="$candidate"
-  done
-  # With the local CPU wheel given first, pip does not fetch the CUDA build.
-  .venv-torch/bin/python -m pip install --quiet --disable-pip-version-check \
-      ${torch_wheel:+"$torch_wheel"} -r requirements-torch.txt
-  .venv-torch/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
-      -r requirements-openclip.txt
+  if ! cmp -s <(cat requirements-torch.txt constraints.txt) .venv-torch/.alip_jax-install; then
+    .venv-torch/bin/python -m pip install --quiet --disable-pip-version-check \
+        -c constraints.txt -r requirements-torch.txt
+    cat requirements-torch.txt constraints.txt > .venv-torch/.alip_jax-install
+  fi
   export ALIP_TORCH_PYTHON="$PWD/.venv-torch/bin/python"
   echo "install: requirements-torch.txt into .venv-torch in $(( $(date +%s) - start )) s" >&2
 fi

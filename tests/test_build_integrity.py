@@ -331,7 +331,7 @@ def test_the_dataflow_graph_builds_with_cluster_options():
   options = build.pipeline_options([
       "--runner=DataflowRunner", "--project=my-project", "--region=us-central1",
       "--temp_location=gs://my-bucket/tmp", "--num_workers=100",
-      "--requirements_file=requirements.txt"])
+      "--requirements_file=requirements-dataflow.txt"])
   pipeline = beam.Pipeline(options=options)
   assert type(pipeline.runner).__name__ == "DataflowRunner"
   opts = build.BuildOptions(out="gs://my-bucket/yfcc15m", num_shards=4096, resize=256)

@@ -7,10 +7,8 @@ ALIP_TORCH_PYTHON), as in test_hf_parity.py. Nothing is downloaded: the Hub
 tests read a cache directory laid out as huggingface_hub lays it out.
 """
 
-import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -36,12 +34,12 @@ TEXTS = ["a red circle", "Two BLUE squares on grass!", "", "x", "a very long tex
          "café  naïve\tﬁne ＡＢＣ 🐶 漢字", "  spaces   around  "]
 
 
-def reference(*args):
+def reference(*args, **env):
   if not TORCH_PYTHON:
     pytest.fail("ALIP_TORCH_PYTHON is not set: run the tests through tests/run.sh, which makes "
                 "the torch venv, or set ALIP_SKIP_TORCH=1 to skip the torch tests")
   result = subprocess.run([TORCH_PYTHON, REFERENCE, *args], capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", **env})
   assert result.returncode == 0, result.stderr[-3000:]
   return result
 
@@ -53,13 +51,21 @@ def trained(tiny_corpus, tmp_path_factory):
   return workdir, alip_jax.load(workdir)
 
 
+# At the tiny model's 32 px, wide.jpg resizes to 35×32: the centre crop's
+# offset is 1.5, which the contract floors (transformers too) and open_clip's
+# CenterCrop rounds (half to even: 2). The others' offsets are whole or 0.5
+# (4.5 → 4 both ways); tall.png is transparent (alpha 0 at the top).
+IMAGES = (("photo.jpg", (61, 47), "RGB"), ("tall.png", (40, 90), "RGBA"),
+          ("gray.jpg", (33, 35), "L"), ("big.jpg", (120, 80), "RGB"),
+          ("wide.jpg", (70, 64), "RGB"))
+
+
 def image_files(directory):
   """Real image files: JPEG and PNG, odd sizes, portrait and landscape,
   grayscale, half-transparent."""
   rng = np.random.default_rng(0)
   paths = []
-  for name, size, mode in (("photo.jpg", (61, 47), "RGB"), ("tall.png", (40, 90), "RGBA"),
-                           ("gray.jpg", (33, 35), "L"), ("big.jpg", (120, 80), "RGB")):
+  for name, size, mode in IMAGES:
     yy, xx = np.mgrid[:size[1], :size[0]]
     base = np.stack([xx * 255 // size[0], yy * 255 // size[1], (xx + yy) % 256], -1)
     pixels = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
@@ -70,6 +76,20 @@ def image_files(directory):
     image.convert(mode).save(path, quality=90) if name.endswith(".jpg") else image.save(path)
     paths.append(path)
   return paths
+
+
+def rgb_copies(paths, directory):
+  """Each file's RGB image under the preprocessing contract (transparency
+  composited onto white: alip_jax.data.web.to_rgb), as lossless PNGs: what
+  to hand to a tool that drops alpha instead (open_clip, transformers'
+  pipeline)."""
+  from alip_jax.data import web
+  copies = []
+  for path in paths:
+    copy = os.path.join(directory, "rgb_" + os.path.basename(path).rsplit(".", 1)[0] + ".png")
+    web.to_rgb(Image.open(path)).save(copy)
+    copies.append(copy)
+  return copies
 
 
 def normalize(uint8_images):
@@ -108,9 +128,11 @@ def test_tokenizer_json_gives_our_ids(tiny_corpus, tmp_path):
 @pytest.mark.slow
 @needs_torch
 def test_hf_export_through_transformers(trained, tmp_path):
-  """AutoProcessor, CLIPModel and the zero-shot pipeline on our HF export,
-  fed real image files and texts, against our preprocessing, tokenizer and
-  encoders."""
+  """The preprocessing contract (README, model card) in transformers:
+  AutoProcessor with backend="pil" and CLIPModel on our HF export, fed real
+  image files (odd sizes, grayscale, transparent, a half-pixel crop offset),
+  give our pixels, ids and embeddings; the zero-shot pipeline gives our
+  probabilities on the files' RGB images."""
   workdir, m = trained
   out = str(tmp_path / "hf")
   alip_jax.export(m, out)
@@ -120,31 +142,41 @@ def test_hf_export_through_transformers(trained, tmp_path):
   labels = ["red circle", "blue square", "green triangle"]
   request = str(tmp_path / "request.json")
   with open(request, "w") as f:
-    json.dump({"images": paths, "texts": TEXTS, "labels": labels}, f)
+    json.dump({"images": paths, "rgb_images": rgb_copies(paths, str(tmp_path)), "texts": TEXTS,
+               "labels": labels}, f)
   reference("processor", out, request, str(tmp_path / "got.npz"))
   got = dict(np.load(tmp_path / "got.npz"))
-  # Without torchvision (as in tests/run.sh's venv) transformers picks its
-  # PIL image processor; the torchvision one resizes with other kernels.
+  # With torchvision installed AutoProcessor picks its torchvision image
+  # processor, which resizes with other kernels: the contract says
+  # backend="pil".
+  assert list(got["chosen_classes"]) == ["CLIPProcessor", "CLIPImageProcessor"]
   assert list(got["classes"][:2]) == ["CLIPProcessor", "CLIPImageProcessorPil"], got["classes"]
 
   # Tokens: the same ids, row for row (padding to the context length).
   np.testing.assert_array_equal(got["input_ids"], m.tokenizer.encode_batch(TEXTS))
-  # Pixels: the same resize/crop (PIL bicubic on the same 8-bit image: the
-  # same integers), then /255 and mean/std in float32 (ours) vs transformers'
-  # float32 rescale-then-normalise: they differ only by float rounding,
-  # ≤ 1 ulp of values up to ~2.6, so 1e-5.
+  # Pixels: the same resize, floor crop and white background (PIL bicubic
+  # on the same 8-bit image: the same integers), then /255 and mean/std in
+  # float32 (ours) vs transformers' rescale-then-normalise: float rounding
+  # only, ≤ 1 ulp of values up to ~2.6, so 1e-5.
   uint8 = np.stack([m.preprocess(p) for p in paths])
   pixels = got["pixel_values"].transpose(0, 2, 3, 1)
   np.testing.assert_allclose(pixels, normalize(uint8), atol=1e-5, rtol=0)
   # Embeddings of what each side's own preprocessing gives: within 1e-4.
   np.testing.assert_allclose(got["image_embeds"], m.encode_image(uint8), atol=1e-4)
   np.testing.assert_allclose(got["text_embeds"], m.encode_text(TEXTS), atol=1e-4)
-  # The pipeline's probabilities = ours with its template.
-  ours = m.zero_shot([paths[0]], labels, templates=["This is a photo of {}."])[0]
-  np.testing.assert_allclose(got["pipeline_scores"], ours, atol=1e-4)
+  # The pipeline (its template) on the RGB images = ours on the files; on the
+  # transparent file itself it differs: it drops alpha (load_image's
+  # convert("RGB")), which the contract tells users to composite first.
+  ours = m.zero_shot(paths, labels, templates=["This is a photo of {}."])
+  np.testing.assert_allclose(got["pipeline_rgb_scores"], ours, atol=1e-4)
+  transparent = [i for i, (_, _, mode) in enumerate(IMAGES) if mode == "RGBA"]
+  opaque = [i for i in range(len(IMAGES)) if i not in transparent]
+  np.testing.assert_allclose(got["pipeline_scores"][opaque], ours[opaque], atol=1e-4)
+  assert np.abs(got["pipeline_scores"][transparent] - ours[transparent]).max() > 1e-3
   print(f"hf export: max |Δ| pixels {np.abs(pixels - normalize(uint8)).max():.1e}, image "
         f"{np.abs(got['image_embeds'] - m.encode_image(uint8)).max():.1e}, text "
-        f"{np.abs(got['text_embeds'] - m.encode_text(TEXTS)).max():.1e}")
+        f"{np.abs(got['text_embeds'] - m.encode_text(TEXTS)).max():.1e}, pipeline "
+        f"{np.abs(got['pipeline_rgb_scores'] - ours).max():.1e}")
 
 
 def test_model_card_is_filled_from_the_run(trained, tmp_path):
@@ -161,6 +193,17 @@ def test_model_card_is_filled_from_the_run(trained, tmp_path):
     pre = json.load(f)
   assert pre["size"] == {"shortest_edge": 32} and pre["crop_size"] == {"height": 32, "width": 32}
   assert pre["resample"] == 3 and pre["image_mean"] == list(two_towers.CLIP_MEAN)
+  # The preprocessing contract, and how transformers gets it.
+  assert "at offset floor((side − 32) / 2)" in card and "composited onto white" in card
+  assert 'AutoProcessor.from_pretrained(DIR, backend="pil")' in card
+  assert_readable_as_umask_says(os.path.join(out, "model.safetensors"))
+
+
+def assert_readable_as_umask_says(path):
+  """The mode open() gives a new file (0666 less the umask), not 0600."""
+  umask = os.umask(0)
+  os.umask(umask)
+  assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask, oct(os.stat(path).st_mode)
 
 
 def random_model(act="gelu", logit_bias=False):
@@ -204,42 +247,90 @@ def test_open_clip_export_loads_back(tmp_path, act):
   np.testing.assert_allclose(got_text, text, atol=2e-6)
 
 
+def rounded_crop(path, size):
+  """`path` as open_clip's preprocessing crops it: our decode and resize,
+  then torchvision's CenterCrop offset, round((side - size) / 2), half to
+  even, where the contract floors."""
+  from alip_jax.data import web
+  from alip_jax.data.pipeline import EVAL_RESAMPLE
+  image = web.to_rgb(Image.open(path))
+  short, long = sorted(image.size)
+  new_long = int(size * long / short)
+  w, h = (size, new_long) if image.width <= image.height else (new_long, size)
+  image = image.resize((w, h), EVAL_RESAMPLE)
+  left, top = round((w - size) / 2), round((h - size) / 2)
+  return np.asarray(image.crop((left, top, left + size, top + size)), np.uint8)
+
+
 @pytest.mark.slow
 @needs_torch
 def test_open_clip_export_in_torch(trained, tmp_path):
-  """The open_clip export: its config against open_clip's schema and its
-  weights through a torch CLIP with open_clip's parameter names (strict
-  load), and through open_clip itself where it is installed and loads."""
+  """open_clip itself (tests/run.sh installs it; not importing is a
+  failure) on our open_clip export: its config fields against open_clip's
+  dataclasses, the weights by a strict load, the encoders, its tokenizer and
+  preprocessing on real files (the contract and its two documented
+  differences), from a local directory and as an hf-hub: id from a cache
+  laid out by huggingface_hub's own functions, offline."""
   cfg, params, images, tokens, image, text = random_model("quick_gelu", logit_bias=True)
   out = str(tmp_path / "oc")
   open_clip_format.export(params, cfg, 64, 16, 32, out, eot_id=3, hf_tokenizer_name="x/y")
   inputs = str(tmp_path / "inputs.npz")
-  np.savez(inputs, pixel_values=images.transpose(0, 3, 1, 2), input_ids=tokens,
-           texts=np.array(["unused"] * len(tokens)))
-  reference("open_clip", out, inputs, str(tmp_path / "got.npz"))
+  np.savez(inputs, pixel_values=images.transpose(0, 3, 1, 2), input_ids=tokens)
+  reference("open_clip", f"local-dir:{out}", out, inputs, str(tmp_path / "got.npz"))
   got = dict(np.load(tmp_path / "got.npz"))
+  assert str(got["status"]) == "open_clip 3.3.0"
   assert json.loads(str(got["unknown_fields"])) == {
       "model_cfg": [], "vision_cfg": [], "text_cfg": [], "preprocess_cfg": []}
-  np.testing.assert_allclose(got["layout_image"], image, atol=1e-4)
-  np.testing.assert_allclose(got["layout_text"], text, atol=1e-4)
-  print(f"open_clip export: {got['status']}; layout max |Δ| image "
-        f"{np.abs(got['layout_image'] - image).max():.1e} text "
-        f"{np.abs(got['layout_text'] - text).max():.1e}")
-  if "open_clip_image" in got:
-    np.testing.assert_allclose(got["open_clip_image"], image, atol=1e-4)
-    np.testing.assert_allclose(got["open_clip_text"], text, atol=1e-4)
+  np.testing.assert_allclose(got["image"], image, atol=1e-4)
+  np.testing.assert_allclose(got["text"], text, atol=1e-4)
 
-  # A trained model with its tokenizer: open_clip's tokenizer gives our ids.
+  # A trained model with its tokenizer, as it would be uploaded.
   workdir, m = trained
   out = str(tmp_path / "oc_trained")
-  alip_jax.export(m, out, format="open_clip")
-  np.savez(inputs, pixel_values=normalize(np.zeros((2, 32, 32, 3), np.uint8)).transpose(0, 3, 1, 2),
-           input_ids=m.tokenizer.encode_batch(TEXTS[:2]), texts=np.array(TEXTS[:2]))
-  reference("open_clip", out, inputs, str(tmp_path / "got.npz"))
+  alip_jax.export(m, out, format="open_clip", repo_id="alip/tiny-oc")
+  paths = image_files(str(tmp_path))
+  rgb = rgb_copies(paths, str(tmp_path))
+  np.savez(inputs, texts=np.array(TEXTS[:2]), image_paths=np.array(paths + rgb))
+  reference("open_clip", f"local-dir:{out}", out, inputs, str(tmp_path / "got.npz"))
   got = dict(np.load(tmp_path / "got.npz"))
-  np.testing.assert_allclose(got["layout_text"], m.encode_text(TEXTS[:2]), atol=1e-4)
-  if "open_clip_tokens" in got:
-    np.testing.assert_array_equal(got["open_clip_tokens"], m.tokenizer.encode_batch(TEXTS[:2]))
+  assert str(got["tokenizer"]) == "HFTokenizer"
+  np.testing.assert_array_equal(got["tokens"], m.tokenizer.encode_batch(TEXTS[:2]))
+  np.testing.assert_allclose(got["texts_embeds"], m.encode_text(TEXTS[:2]), atol=1e-4)
+  ours = np.stack([m.preprocess(p) for p in paths])
+  pixels = got["pixels"].transpose(0, 2, 3, 1)
+  n = len(paths)
+  names = [name for name, _, _ in IMAGES]
+  wide, tall = names.index("wide.jpg"), names.index("tall.png")
+  same = [i for i in range(n) if i not in (wide, tall)]
+  # Opaque files with a whole or x.5-even crop offset: our pixels and embeddings.
+  np.testing.assert_allclose(pixels[same], normalize(ours[same]), atol=1e-5, rtol=0)
+  np.testing.assert_allclose(got["images_embeds"][same], m.encode_image(ours[same]), atol=1e-4)
+  # The transparent file: open_clip drops alpha; its RGB image (composited
+  # onto white, as the contract says) gives ours.
+  assert np.abs(pixels[tall] - normalize(ours[tall])).max() > 0.5
+  np.testing.assert_allclose(pixels[n + tall], normalize(ours[tall]), atol=1e-5, rtol=0)
+  np.testing.assert_allclose(got["images_embeds"][n + tall], m.encode_image(ours[[tall]])[0],
+                             atol=1e-4)
+  # A crop offset of 1.5: open_clip rounds it to 2 where the contract
+  # floors it to 1, a one-pixel shift, exactly.
+  shifted = rounded_crop(paths[wide], m.image_size)
+  assert np.abs(shifted.astype(int) - ours[wide]).max() > 10
+  np.testing.assert_allclose(pixels[wide], normalize(shifted), atol=1e-5, rtol=0)
+  np.testing.assert_allclose(pixels[n + wide], normalize(shifted), atol=1e-5, rtol=0)
+
+  # hf-hub:alip/tiny-oc from a Hub cache, offline: get_tokenizer goes
+  # through transformers' AutoTokenizer, which needs the export's config.json.
+  cache = str(tmp_path / "hub")
+  hub_cache(cache, "alip/tiny-oc", out)
+  np.savez(inputs, texts=np.array(TEXTS[:2]), image_paths=np.array(paths[:1]))
+  reference("open_clip", "hf-hub:alip/tiny-oc", out, inputs, str(tmp_path / "got.npz"),
+            HF_HUB_CACHE=cache)
+  from_hub = dict(np.load(tmp_path / "got.npz"))
+  np.testing.assert_array_equal(from_hub["tokens"], got["tokens"])
+  np.testing.assert_allclose(from_hub["images_embeds"], got["images_embeds"][:1], atol=1e-6)
+  print(f"open_clip export: {got['status']}; max |Δ| image "
+        f"{np.abs(got['images_embeds'][same] - m.encode_image(ours[same])).max():.1e} text "
+        f"{np.abs(got['texts_embeds'] - m.encode_text(TEXTS[:2])).max():.1e}")
 
 
 def test_open_clip_export_of_a_run_loads_in_alip_jax(trained, tmp_path):
@@ -250,6 +341,11 @@ def test_open_clip_export_of_a_run_loads_in_alip_jax(trained, tmp_path):
     text_cfg = json.load(f)["model_cfg"]["text_cfg"]
   assert text_cfg["pool_type"] == "eos" and text_cfg["eos_id"] == 3
   assert text_cfg["hf_tokenizer_name"] == "oc"
+  with open(os.path.join(out, "config.json")) as f:  # for AutoTokenizer, not a CLIPModel
+    assert "model_type" not in json.load(f)
+  assert_readable_as_umask_says(os.path.join(out, "open_clip_model.safetensors"))
+  card = open(os.path.join(out, "README.md")).read()
+  assert "its centre crop rounds the offset" in card and "drops transparency" in card
   back = alip_jax.load(out)
   assert isinstance(back.tokenizer, Tokenizer)
   images = np.stack([np.full((32, 32, 3), 50 * i, np.uint8) for i in range(3)])
@@ -259,21 +355,39 @@ def test_open_clip_export_of_a_run_loads_in_alip_jax(trained, tmp_path):
 
 # ---------------------------------------------------------------- loading
 
+# Files the Hub keeps in Git LFS (its default .gitattributes): their cache
+# blob is named by the file's sha256, others by their git blob hash.
+LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".model")
+
+
 def hub_cache(cache, repo_id, source_dir, commit="0123456789abcdef0123456789abcdef01234567"):
-  """`source_dir`'s files as huggingface_hub caches a download of
-  `repo_id`: blobs by hash, a snapshot of symlinks, refs/main."""
-  repo = os.path.join(cache, "models--" + repo_id.replace("/", "--"))
-  snapshot = os.path.join(repo, "snapshots", commit)
-  os.makedirs(os.path.join(repo, "blobs"))
-  os.makedirs(snapshot)
-  os.makedirs(os.path.join(repo, "refs"))
-  with open(os.path.join(repo, "refs", "main"), "w") as f:
-    f.write(commit)
-  for name in os.listdir(source_dir):
+  """`source_dir`'s files as `hf_hub_download` caches them, written with
+  huggingface_hub's own functions (repo folder, blob and pointer paths,
+  symlinks, refs/main, CACHEDIR.TAG); checked by its scan_cache_dir."""
+  from pathlib import Path
+
+  import huggingface_hub
+  from huggingface_hub import file_download
+  from huggingface_hub.utils import sha
+  storage = os.path.join(cache, file_download.repo_folder_name(repo_id=repo_id, repo_type="model"))
+  os.makedirs(os.path.join(storage, "blobs"), exist_ok=True)
+  for name in sorted(os.listdir(source_dir)):
     with open(os.path.join(source_dir, name), "rb") as f:
-      blob = os.path.join(repo, "blobs", hashlib.sha256(f.read()).hexdigest())
-    shutil.copy(os.path.join(source_dir, name), blob)
-    os.symlink(os.path.relpath(blob, snapshot), os.path.join(snapshot, name))
+      data = f.read()
+    etag = sha.sha256(data).hexdigest() if name.endswith(LFS_SUFFIXES) else sha.git_hash(data)
+    blob = os.path.join(storage, "blobs", etag)
+    with open(blob, "wb") as f:
+      f.write(data)
+    pointer = file_download._get_pointer_path(storage, commit, name)
+    os.makedirs(os.path.dirname(pointer), exist_ok=True)
+    file_download._create_symlink(blob, pointer, new_blob=True)
+  file_download._cache_commit_hash_for_specific_revision(storage, "main", commit)
+  file_download._create_cachedir_tag(Path(cache))
+  scanned = huggingface_hub.scan_cache_dir(cache)
+  (repo,) = [r for r in scanned.repos if r.repo_id == repo_id]
+  (revision,) = repo.revisions
+  assert not scanned.warnings and {f.file_name for f in revision.files} == set(
+      os.listdir(source_dir)), scanned.warnings
 
 
 def shard(directory, parts=2):

@@ -66,7 +66,7 @@ def test_tpu_pod_creates_ships_installs_and_trains_on_all_workers(tmp_path):
           "--runtime-version=v2-alpha-tpuv5-lite", "--zone=us-west4-a"} <= set(create)
   assert all("--worker=all" in c for c in calls[4:])
   install, train = command_of(calls[6]), command_of(calls[7])
-  assert "requirements-cloud.txt" in install and "'jax[tpu]==0.12.0.1'" in install
+  assert "-c constraints.txt -e '.[cloud]'" in install and "'jax[tpu]==0.12.0.1'" in install
   train_argv = shlex.split(train.split(" cd alip_jax\n", 1)[1].replace("\\\n", " "))
   assert train_argv == [".venv/bin/python", "-m", "alip_jax.main", "--config", "configs/demo.py",
                         "--workdir", "gs://bucket/runs/demo", "--config.distributed.auto=True",

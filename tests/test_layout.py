@@ -21,7 +21,8 @@ LAYERS = [
     {"foundation": ("alip_jax.fileio", "alip_jax.mesh", "alip_jax.console", "alip_jax.progress",
                     "alip_jax.rundir",
                     "alip_jax.accelerators", "alip_jax.distributed", "alip_jax.hub",
-                    "alip_jax.config_check", "alip_jax.configs.base", "alip_jax.phase_times")},
+                    "alip_jax.config_check", "alip_jax.configs.base", "alip_jax.phase_times",
+                    "alip_jax.extras")},
     {"data": ("alip_jax.data",), "models": ("alip_jax.models",), "losses": ("alip_jax.losses",)},
     {"tools": ("alip_jax.tools",), "optim": ("alip_jax.optim", "alip_jax.accumulation")},
     {"state": ("alip_jax.step", "alip_jax.state", "alip_jax.checkpointing",
@@ -32,7 +33,8 @@ LAYERS = [
     {"train": ("alip_jax.train",)},
     {"commands": ("alip_jax.main", "alip_jax.evaluate", "alip_jax.demo", "alip_jax.score",
                   "alip_jax.filter", "alip_jax.export_cli", "alip_jax.curation",
-                  "alip_jax.experiments", "alip_jax.benchmarks", "alip_jax.configs")},
+                  "alip_jax.experiments", "alip_jax.benchmarks", "alip_jax.configs",
+                  "alip_jax.scripts", "alip_jax.launch_scripts", "alip_jax.launch")},
 ]
 MAX_LINES = 300
 REPEATED_LINES = 6

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-pytest.importorskip("libtpu", reason="libtpu is not installed (requirements-test.txt "
+pytest.importorskip("libtpu", reason="libtpu is not installed (the [test] extra "
                     "installs it on Linux x86_64 only)")
 
 from alip_jax import accelerators, mesh as mesh_lib  # noqa: E402

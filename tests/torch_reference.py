@@ -1,15 +1,19 @@
-"""The other side of the HF parity tests: transformers' own CLIPModel in torch.
+"""The other side of the HF parity and interop tests: transformers' own
+CLIPModel, processor and pipeline, and open_clip, in torch.
 
 Runs in a separate interpreter (ALIP_TORCH_PYTHON; tests/run.sh makes a
-Python 3.11 venv with torch's CPU build and transformers), because the
-project's venv has no torch. Nothing is downloaded.
+Python 3.11 venv from requirements-torch.txt: torch with its torchvision,
+transformers, open_clip), because the project's venv has no torch. Nothing
+is downloaded.
 
   python torch_reference.py make DIR inputs.npz ACT   # random CLIPModel → DIR, outputs → DIR/ref.npz
   python torch_reference.py check DIR inputs.npz      # load DIR (our export), print outputs as JSON
   python torch_reference.py processor DIR request.json out.npz   # AutoProcessor + pipeline on DIR
-  python torch_reference.py open_clip DIR inputs.npz out.npz     # DIR in open_clip's layout
+  python torch_reference.py open_clip NAME DIR request.json out.npz  # open_clip on NAME
+                          # (local-dir:DIR or hf-hub:ORG/NAME; DIR: the export, for its config)
 """
 
+import inspect
 import json
 import sys
 
@@ -60,177 +64,92 @@ def check(directory, inputs_path):
 
 def processor(directory, request_path, out_path):
   """Our HF export through transformers' own entry points, on image files:
-  AutoProcessor (image processor + tokenizer), CLIPModel on what it gives,
-  and the zero-shot-image-classification pipeline."""
+  AutoProcessor as it picks its image processor (torchvision installed: the
+  torchvision backend) and with backend="pil" (the one the export's
+  preprocessing contract names), CLIPModel on what the PIL one gives, and the
+  zero-shot-image-classification pipeline with that processor, on the
+  request's files (`images`) and on their RGB versions (`rgb_images`)."""
   from PIL import Image
   from transformers import AutoProcessor, pipeline
   transformers.logging.set_verbosity_error()
   request = json.loads(open(request_path).read())
-  proc = AutoProcessor.from_pretrained(directory)
+  chosen = AutoProcessor.from_pretrained(directory)
+  proc = AutoProcessor.from_pretrained(directory, backend="pil")
   images = [Image.open(p) for p in request["images"]]
   inputs = proc(images=images, text=request["texts"], return_tensors="pt",
                 padding="max_length", truncation=True)
   model = CLIPModel.from_pretrained(directory).eval()
   with torch.no_grad():
     out = model(**inputs)
-  classify = pipeline("zero-shot-image-classification", model=directory)
-  result = classify(request["images"][0], candidate_labels=request["labels"])
-  scores = {r["label"]: r["score"] for r in result}
+  classify = pipeline("zero-shot-image-classification", model=directory,
+                      image_processor=proc.image_processor)
+
+  def scores(paths):
+    return np.array([[{r["label"]: r["score"] for r in result}[label]
+                      for label in request["labels"]]
+                     for result in classify(paths, candidate_labels=request["labels"])])
+
   np.savez(out_path, pixel_values=inputs["pixel_values"].numpy(),
            input_ids=inputs["input_ids"].numpy(), image_embeds=out.image_embeds.numpy(),
            text_embeds=out.text_embeds.numpy(),
-           pipeline_scores=np.array([scores[label] for label in request["labels"]]),
+           pipeline_scores=scores(request["images"]),
+           pipeline_rgb_scores=scores(request["rgb_images"]),
            classes=np.array([type(proc).__name__, type(proc.image_processor).__name__,
-                             type(proc.tokenizer).__name__]))
+                             type(proc.tokenizer).__name__]),
+           chosen_classes=np.array([type(chosen).__name__,
+                                    type(chosen.image_processor).__name__]))
 
 
-# open_clip 3.3.0's config fields (model.py CLIPVisionCfg / CLIPTextCfg, the
-# CLIP constructor, transform.py PreprocessCfg), for when it is not installed.
-OPEN_CLIP_FIELDS = {
-    "model_cfg": {"embed_dim", "vision_cfg", "text_cfg", "quick_gelu", "init_logit_scale",
-                  "init_logit_bias", "nonscalar_logit_scale", "cast_dtype", "output_dict",
-                  "custom_text"},
-    "vision_cfg": {"layers", "width", "head_width", "mlp_ratio", "patch_size", "image_size",
-                   "ls_init_value", "patch_dropout", "attentional_pool", "attn_pooler_queries",
-                   "attn_pooler_heads", "no_ln_pre", "pos_embed_type", "final_ln_after_pool",
-                   "pool_type", "output_tokens", "act_kwargs", "norm_kwargs", "block_type",
-                   "qk_norm", "scaled_cosine_attn", "scale_heads", "scale_attn_inner",
-                   "scale_attn", "scale_fc", "timm_model_name", "timm_model_pretrained",
-                   "timm_pool", "timm_proj", "timm_proj_bias", "timm_drop", "timm_drop_path"},
-    "text_cfg": {"context_length", "vocab_size", "hf_tokenizer_name", "tokenizer_mode",
-                 "tokenizer_kwargs", "width", "heads", "layers", "mlp_ratio", "ls_init_value",
-                 "embed_cls", "pad_id", "eos_id", "no_causal_mask", "final_ln_after_pool",
-                 "pool_type", "proj_bias", "proj_type", "output_tokens", "act_kwargs",
-                 "norm_kwargs", "block_type", "qk_norm", "scaled_cosine_attn", "scale_heads",
-                 "scale_attn_inner", "scale_attn", "scale_fc", "hf_model_name",
-                 "hf_model_pretrained", "hf_proj_type", "hf_pooler_type"},
-    "preprocess_cfg": {"size", "mode", "mean", "std", "interpolation", "resize_mode",
-                       "fill_color"},
-}
+def open_clip_check(name, directory, request_path, out_path):
+  """open_clip itself on our open_clip export: `name` through
+  create_model_and_transforms (a strict state-dict load) and get_tokenizer;
+  DIR's config fields against open_clip's config dataclasses. The request
+  (.npz) may hold pixel_values and input_ids (fed to the encoders as they
+  are), texts (through open_clip's tokenizer) and image_paths (through its
+  preprocessing)."""
+  import dataclasses
 
-
-class _QuickGELU(torch.nn.Module):
-  def forward(self, x):
-    return x * torch.sigmoid(1.702 * x)
-
-
-class _Block(torch.nn.Module):
-  """open_clip's ResidualAttentionBlock, with its parameter names."""
-
-  def __init__(self, width, heads, act):
-    super().__init__()
-    from collections import OrderedDict
-    self.ln_1, self.ln_2 = torch.nn.LayerNorm(width), torch.nn.LayerNorm(width)
-    self.attn = torch.nn.MultiheadAttention(width, heads, batch_first=True)
-    self.mlp = torch.nn.Sequential(OrderedDict(
-        c_fc=torch.nn.Linear(width, 4 * width), gelu=act(), c_proj=torch.nn.Linear(4 * width, width)))
-
-  def forward(self, x, mask=None):
-    y = self.ln_1(x)
-    x = x + self.attn(y, y, y, need_weights=False, attn_mask=mask)[0]
-    return x + self.mlp(self.ln_2(x))
-
-
-class _Tower(torch.nn.Module):
-  def __init__(self, width, heads, layers, act):
-    super().__init__()
-    self.resblocks = torch.nn.ModuleList([_Block(width, heads, act) for _ in range(layers)])
-
-  def forward(self, x, mask=None):
-    for block in self.resblocks:
-      x = block(x, mask)
-    return x
-
-
-class OpenClipLayout(torch.nn.Module):
-  """open_clip's CLIP (ViT image tower, transformer text tower), written
-  from its config fields and parameter names: `load_state_dict(strict=True)`
-  checks the export's keys and shapes, `forward` its layout."""
-
-  def __init__(self, cfg):
-    super().__init__()
-    m = cfg["model_cfg"]
-    v, t = m["vision_cfg"], m["text_cfg"]
-    act = _QuickGELU if m.get("quick_gelu") else torch.nn.GELU
-    w, p, grid = v["width"], v["patch_size"], v["image_size"] // v["patch_size"]
-    self.visual = torch.nn.Module()
-    self.visual.conv1 = torch.nn.Conv2d(3, w, p, p, bias=False)
-    self.visual.class_embedding = torch.nn.Parameter(torch.zeros(w))
-    self.visual.positional_embedding = torch.nn.Parameter(torch.zeros(grid * grid + 1, w))
-    self.visual.ln_pre, self.visual.ln_post = torch.nn.LayerNorm(w), torch.nn.LayerNorm(w)
-    self.visual.transformer = _Tower(w, w // v.get("head_width", 64), v["layers"], act)
-    self.visual.proj = torch.nn.Parameter(torch.zeros(w, m["embed_dim"]))
-    tw, length = t["width"], t["context_length"]
-    self.token_embedding = torch.nn.Embedding(t["vocab_size"], tw)
-    self.positional_embedding = torch.nn.Parameter(torch.zeros(length, tw))
-    self.transformer = _Tower(tw, t["heads"], t["layers"], act)
-    self.ln_final = torch.nn.LayerNorm(tw)
-    self.text_projection = torch.nn.Parameter(torch.zeros(tw, m["embed_dim"]))
-    self.logit_scale = torch.nn.Parameter(torch.zeros(()))
-    if m.get("init_logit_bias") is not None:
-      self.logit_bias = torch.nn.Parameter(torch.zeros(()))
-    self.register_buffer("attn_mask", torch.full((length, length), float("-inf")).triu(1),
-                         persistent=False)
-    self.pool_type, self.eos_id = t.get("pool_type", "argmax"), t.get("eos_id", 2)
-
-  def encode_image(self, x):
-    v = self.visual
-    x = v.conv1(x).flatten(2).transpose(1, 2)
-    x = torch.cat([v.class_embedding.expand(x.shape[0], 1, -1), x], 1) + v.positional_embedding
-    x = v.ln_post(v.transformer(v.ln_pre(x)))
-    return torch.nn.functional.normalize(x[:, 0] @ v.proj, dim=-1)
-
-  def encode_text(self, text):
-    x = self.transformer(self.token_embedding(text) + self.positional_embedding, self.attn_mask)
-    x = self.ln_final(x)
-    idx = (text == self.eos_id).int().argmax(-1) if self.pool_type == "eos" else text.argmax(-1)
-    return torch.nn.functional.normalize(x[torch.arange(len(x)), idx] @ self.text_projection, dim=-1)
-
-
-def open_clip_check(directory, inputs_path, out_path):
-  """DIR (our open_clip export) through open_clip itself when it is
-  installed, and always through OpenClipLayout (see above)."""
-  from safetensors.torch import load_file
+  import open_clip  # not installed is a failure: tests/run.sh installs it
+  from open_clip import model as oc_model, transform as oc_transform
+  from PIL import Image
   cfg = json.loads(open(f"{directory}/open_clip_config.json").read())
-  fields = OPEN_CLIP_FIELDS
-  try:
-    import dataclasses
-    import open_clip
-    from open_clip import model as oc_model, transform as oc_transform
-    fields = {**fields, "vision_cfg": {f.name for f in dataclasses.fields(oc_model.CLIPVisionCfg)},
-              "text_cfg": {f.name for f in dataclasses.fields(oc_model.CLIPTextCfg)},
-              "preprocess_cfg": {f.name for f in dataclasses.fields(oc_transform.PreprocessCfg)}}
-    open_clip_status = f"open_clip {open_clip.__version__}"
-  except Exception as e:  # not installed, or its torchvision does not load
-    open_clip, open_clip_status = None, f"open_clip not usable here: {type(e).__name__}: {e}"
-  unknown = {section: sorted(set(values) - fields[section])
+  fields = {"vision_cfg": oc_model.CLIPVisionCfg, "text_cfg": oc_model.CLIPTextCfg,
+            "preprocess_cfg": oc_transform.PreprocessCfg}
+  known = {k: {f.name for f in dataclasses.fields(v)} for k, v in fields.items()}
+  known["model_cfg"] = set(inspect.signature(oc_model.CLIP).parameters) | {"custom_text"}
+  unknown = {section: sorted(set(values) - known[section])
              for section, values in (("model_cfg", cfg["model_cfg"]),
                                      ("vision_cfg", cfg["model_cfg"]["vision_cfg"]),
                                      ("text_cfg", cfg["model_cfg"]["text_cfg"]),
                                      ("preprocess_cfg", cfg["preprocess_cfg"]))}
-  inputs = dict(np.load(inputs_path))
-  pixels = torch.from_numpy(inputs["pixel_values"])
-  tokens = torch.from_numpy(inputs["input_ids"]).long()
-  layout = OpenClipLayout(cfg).eval()
-  layout.load_state_dict(load_file(f"{directory}/open_clip_model.safetensors"), strict=True)
+  request = dict(np.load(request_path))
+  model, _, preprocess = open_clip.create_model_and_transforms(name)
+  model.eval()
   results = {}
   with torch.no_grad():
-    results["layout_image"], results["layout_text"] = (
-        layout.encode_image(pixels).numpy(), layout.encode_text(tokens).numpy())
-    if open_clip is not None:
-      model, _, _ = open_clip.create_model_and_transforms(f"local-dir:{directory}")
-      tokenizer = open_clip.get_tokenizer(f"local-dir:{directory}")
-      model.eval()
-      results["open_clip_image"] = model.encode_image(pixels, normalize=True).numpy()
-      results["open_clip_text"] = model.encode_text(tokens, normalize=True).numpy()
-      results["open_clip_tokens"] = tokenizer(list(inputs["texts"])).numpy()
-  np.savez(out_path, **results, status=np.array(open_clip_status),
+    if "pixel_values" in request:
+      results["image"] = model.encode_image(torch.from_numpy(request["pixel_values"]),
+                                            normalize=True).numpy()
+    if "input_ids" in request:
+      results["text"] = model.encode_text(torch.from_numpy(request["input_ids"]).long(),
+                                          normalize=True).numpy()
+    if "texts" in request:
+      tokenizer = open_clip.get_tokenizer(name)
+      results["tokenizer"] = np.array(type(tokenizer).__name__)
+      tokens = tokenizer(list(request["texts"]))
+      results["tokens"] = tokens.numpy()
+      results["texts_embeds"] = model.encode_text(tokens, normalize=True).numpy()
+    if "image_paths" in request:
+      pixels = torch.stack([preprocess(Image.open(p)) for p in request["image_paths"]])
+      results["pixels"] = pixels.numpy()
+      results["images_embeds"] = model.encode_image(pixels, normalize=True).numpy()
+  np.savez(out_path, **results, status=np.array(f"open_clip {open_clip.__version__}"),
            unknown_fields=np.array(json.dumps(unknown)))
 
 
 if __name__ == "__main__":
   commands = {"make": (make, 3), "check": (check, 2), "processor": (processor, 3),
-              "open_clip": (open_clip_check, 3)}
+              "open_clip": (open_clip_check, 4)}
   if len(sys.argv) < 2 or sys.argv[1] not in commands:
     raise SystemExit(__doc__)
   fn, nargs = commands[sys.argv[1]]

@@ -24,10 +24,12 @@ import gzip
 import json
 import os
 import re
+import sys
 
 from absl import app, flags
 
 # --config, --steps, --vocab, --peak_tflops: train_step's flags.
+from alip_jax import console
 from alip_jax.benchmarks import train_step
 
 FLAGS = flags.FLAGS
@@ -184,4 +186,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  # configs/NAME.py resolves as in alip-train (alip_jax.console).
+  app.run(main, argv=console.with_packaged_config(sys.argv))

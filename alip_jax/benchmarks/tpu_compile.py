@@ -5,7 +5,7 @@
       [--out tpu_compile.jsonl]
   python -m alip_jax.benchmarks.tpu_compile --table tpu_compile.jsonl
 
-Needs the `libtpu` package (requirements-test.txt), no TPU: libtpu describes
+Needs the `libtpu` package (alip-jax's [test] extra), no TPU: libtpu describes
 the slice (`jax.experimental.topologies.get_topology_desc`) and compiles for
 it on the CPU. The trainer's own pieces — `mesh.make_mesh` over the slice's
 devices, the model, optimiser, loss and `step.jit_train_step`
@@ -44,6 +44,7 @@ import logging
 import math
 import os
 import re
+import sys
 import time
 import traceback
 
@@ -52,7 +53,7 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 
-from alip_jax import (accelerators, losses, mesh as mesh_lib, monitoring, state as state_lib,
+from alip_jax import (accelerators, console, losses, mesh as mesh_lib, monitoring, state as state_lib,
                       step as step_lib)
 from alip_jax.data.tokenizer import EOT_ID
 from alip_jax.losses import chunked
@@ -284,4 +285,5 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  # configs/NAME.py resolves as in alip-train (alip_jax.console).
+  app.run(main, argv=console.with_packaged_config(sys.argv))

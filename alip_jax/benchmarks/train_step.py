@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import sys
 import time
 
 from absl import app, flags
@@ -33,7 +34,7 @@ import jax
 import numpy as np
 from ml_collections import config_flags
 
-from alip_jax import losses, mesh as mesh_lib, monitoring, state as state_lib, step as step_lib
+from alip_jax import console, losses, mesh as mesh_lib, monitoring, state as state_lib, step as step_lib
 from alip_jax.data.tokenizer import EOT_ID
 from alip_jax.losses import uniclip
 from alip_jax.models import two_towers
@@ -144,4 +145,5 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])  # here: benchmarks.profile_step reuses these flags
-  app.run(main)
+  # configs/NAME.py resolves as in alip-train (alip_jax.console).
+  app.run(main, argv=console.with_packaged_config(sys.argv))

@@ -25,6 +25,8 @@ import time
 
 from absl import app, flags
 
+from alip_jax import console
+
 # The GPU candidates, in the order they run (the most promising first, so a
 # short budget still measures them). Each is one change against the baseline.
 GPU_VARIANTS = (
@@ -133,4 +135,5 @@ def table(rows: list[dict]) -> str:
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  # configs/NAME.py resolves as in alip-train (alip_jax.console).
+  app.run(main, argv=console.with_packaged_config(sys.argv))

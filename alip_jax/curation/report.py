@@ -21,6 +21,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from alip_jax import extras
 from alip_jax.data import pipeline, records
 
 THUMBNAIL = 96
@@ -34,7 +35,7 @@ def _groups(kinds: np.ndarray) -> list[tuple[str, np.ndarray]]:
 
 
 def _histogram(values, kinds, title, xlabel, path, bins=40, log=False):
-  import matplotlib
+  matplotlib = extras.require("matplotlib", "alip-score --report (plots)")
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
@@ -53,7 +54,7 @@ def _histogram(values, kinds, title, xlabel, path, bins=40, log=False):
 
 
 def _scatter(x, y, kinds, path):
-  import matplotlib
+  matplotlib = extras.require("matplotlib", "alip-score --report (plots)")
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=100)

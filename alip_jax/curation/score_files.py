@@ -10,7 +10,7 @@ import shutil
 
 import numpy as np
 
-from alip_jax import fileio
+from alip_jax import extras, fileio
 
 SIMILARITIES = ("s_tc", "s_xt", "s_xc")  # in alip.GATE_NAMES order
 WEIGHTS = {"sample": "w_sample", "raw_pair": "w_raw_pair", "caption_pair": "w_caption_pair"}
@@ -50,8 +50,8 @@ def merge_summaries(out: str, process_count: int, num_records: int, unopened=Non
 
 
 def write_parquet(table: dict, path: str) -> None:
-  import pyarrow as pa
-  import pyarrow.parquet as pq
+  pa = extras.require("pyarrow", "Writing Parquet scores")
+  import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
   tmp = path + ".incomplete"
   pq.write_table(pa.table({c: table[c] for c in COLUMNS}), tmp)
   os.replace(tmp, path)
@@ -60,7 +60,7 @@ def write_parquet(table: dict, path: str) -> None:
 def read_scores(out: str) -> dict:
   """All parts of a scores directory as one table {column: numpy array},
   sorted by record index."""
-  import pyarrow.parquet as pq
+  pq = extras.require("pyarrow.parquet", "Reading Parquet scores")
   paths = sorted(glob.glob(os.path.join(out, "scores-*-of-*.parquet")))
   if not paths:
     raise FileNotFoundError(f"no scores-*.parquet in {out}: run python -m alip_jax.score first")

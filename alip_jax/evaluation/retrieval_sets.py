@@ -24,6 +24,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from alip_jax import extras
 from alip_jax.data import pipeline, web
 from alip_jax.evaluation.retrieval import RetrievalSet
 
@@ -71,7 +72,7 @@ def coco_captions(data_dir: str, split: str, tokenizer, image_size: int,
   if directory is None:
     raise FileNotFoundError(f"coco_captions is not prepared in {data_dir}: run `tfds build "
                             f"coco_captions --file_format=array_record --data_dir {data_dir}`")
-  import tensorflow_datasets as tfds
+  tfds = extras.require("tensorflow_datasets", "The coco_captions retrieval set")
   source = tfds.builder_from_directory(directory).as_data_source(split=split)
   count = min(max_items, len(source)) if max_items else len(source)
 

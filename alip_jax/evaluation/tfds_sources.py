@@ -22,7 +22,7 @@ import grain
 import numpy as np
 from PIL import Image
 
-from alip_jax import progress
+from alip_jax import extras, progress
 from alip_jax.data import pipeline
 from alip_jax.evaluation import prompts
 
@@ -47,7 +47,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
 
 def open_source(name: str, split: str, data_dir: str | None = None, image_key: str = "image",
                 label_key: str = "label") -> ClassificationSource:
-  import tensorflow_datasets as tfds
+  tfds = extras.require("tensorflow_datasets", f"The TFDS evaluation set {name}")
   try:
     builder = tfds.builder(name, data_dir=data_dir or None)
   except Exception as e:  # not registered and not found in data_dir

@@ -19,6 +19,7 @@ import os
 import ml_collections
 import numpy as np
 
+from alip_jax import fileio
 from alip_jax.models import transformer, weight_checks
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,6 @@ def export_hf(params, model_cfg, vocab_size: int, context_length: int, image_siz
   model.safetensors) that `CLIPModel.from_pretrained(directory)` loads.
   `eot_id` (the tokenizer's; default `model.eot_id` or 3) becomes HF's
   eos_token_id, where the text tower pools; SOT is taken as eot_id − 1."""
-  from safetensors.numpy import save_file
   params = transformer.unstack_layers(jax_to_numpy(params))
   if "domain_log_scale" in params:
     raise ValueError("UniCLIP models (augmentation MLP, domain scales) have no CLIPModel "
@@ -241,8 +241,8 @@ def export_hf(params, model_cfg, vocab_size: int, context_length: int, image_siz
           hidden_act=act, layer_norm_eps=transformer.LN_EPS, projection_dim=int(model_cfg.embed_dim)),
   }
   os.makedirs(directory, exist_ok=True)
-  save_file({k: np.array(x, np.float32, order="C") for k, x in sd.items()},
-            os.path.join(directory, "model.safetensors"), metadata={"format": "pt"})
+  fileio.save_safetensors({k: np.array(x, np.float32, order="C") for k, x in sd.items()},
+                          os.path.join(directory, "model.safetensors"))
   with open(os.path.join(directory, "config.json"), "w") as f:
     json.dump(config, f, indent=1)
 

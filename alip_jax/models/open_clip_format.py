@@ -19,6 +19,7 @@ import os
 import ml_collections
 import numpy as np
 
+from alip_jax import fileio
 from alip_jax.models import clip_weights, openai_weights, transformer, two_towers, zoo
 
 CONFIG_FILE = "open_clip_config.json"
@@ -87,14 +88,13 @@ def config(model_cfg, vocab_size: int, context_length: int, image_size: int, eot
 def export(params, model_cfg, vocab_size: int, context_length: int, image_size: int,
            directory: str, eot_id: int, hf_tokenizer_name: str) -> None:
   """Writes open_clip_config.json + open_clip_model.safetensors."""
-  from safetensors.numpy import save_file
   params = transformer.unstack_layers(clip_weights.jax_to_numpy(params))
   if "domain_log_scale" in params:
     raise ValueError("UniCLIP models (augmentation MLP, domain scales) have no open_clip "
                      "equivalent; export the towers of a CLIP/ALIP-head model")
   bias = float(params["logit_bias"]) if "logit_bias" in params else None
   os.makedirs(directory, exist_ok=True)
-  save_file(state_dict(params), os.path.join(directory, WEIGHTS_FILE), metadata={"format": "pt"})
+  fileio.save_safetensors(state_dict(params), os.path.join(directory, WEIGHTS_FILE))
   with open(os.path.join(directory, CONFIG_FILE), "w") as f:
     json.dump(config(model_cfg, vocab_size, context_length, image_size, eot_id,
                      hf_tokenizer_name, bias), f, indent=1)

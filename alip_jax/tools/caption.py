@@ -28,15 +28,17 @@ import subprocess
 import tempfile
 import time
 
-from alip_jax import progress
+from alip_jax import extras, progress
 from alip_jax.data import web
 from alip_jax.tools.inputs import Columns, expand, read_input
 
 
 def load_captioner(model_dir: str, device: str = "cpu"):
   """(processor, model) of an HF image-to-text model saved in `model_dir`."""
-  import torch
-  from transformers import AutoModelForImageTextToText, AutoProcessor
+  torch = extras.require("torch", "The captioner stage")
+  transformers = extras.require("transformers", "The captioner stage")
+  AutoModelForImageTextToText, AutoProcessor = (transformers.AutoModelForImageTextToText,
+                                                transformers.AutoProcessor)
   processor = AutoProcessor.from_pretrained(model_dir)
   model = AutoModelForImageTextToText.from_pretrained(model_dir).to(device).eval()
   torch.set_grad_enabled(False)

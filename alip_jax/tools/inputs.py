@@ -15,6 +15,7 @@ import os
 import posixpath
 import re
 
+from alip_jax import extras
 from alip_jax.tools import tar_reader
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
@@ -106,7 +107,7 @@ def read_table_rows(path: str, only: list[str] | None = None, opener=open_local)
   reads just these columns (those it has), e.g. the keys without the images."""
   with opener(path) as raw:
     if path.endswith(".parquet"):
-      import pyarrow.parquet as pq
+      pq = extras.require("pyarrow.parquet", f"Reading {path}")
       table = pq.ParquetFile(raw)
       if only is not None:
         only = [c for c in only if c in table.schema_arrow.names]
@@ -140,7 +141,7 @@ def check_table(path: str, columns: Columns, opener=open_local) -> None:
   type the builder cannot use, or a table lacks the image or text column —
   before any row is read, so that a wrong table is not a run of skips."""
   if path.endswith(".parquet"):
-    import pyarrow.parquet as pq
+    pq = extras.require("pyarrow.parquet", f"Reading {path}")
     with opener(path) as f:
       schema = pq.ParquetFile(f).schema_arrow
     types = {field.name: field.type for field in schema}

@@ -17,7 +17,11 @@ import argparse
 import io
 
 import grain
-import tensorflow_datasets as tfds
+
+from alip_jax import extras
+
+tfds = extras.require("tensorflow_datasets", "The TFDS copy of the demo's corpus")
+
 
 from alip_jax.data import records
 from alip_jax.tools import synthetic
