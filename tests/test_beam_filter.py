@@ -39,3 +39,67 @@ def test_beam_filter_writes_the_in_memory_filters_bytes(tiny_corpus, scored, tmp
                                  batch_size=32, block_size=64)
   assert got == want
   assert tree(tmp_path / "beam") == tree(tmp_path / "memory")
+
+
+def test_threshold_is_exact_on_small_data_and_within_its_bound_on_large():
+  from alip_jax.curation.top_rank import QuantileAtRank
+  rng = np.random.default_rng(0)
+  values = rng.permutation(5000).tolist()
+
+  def summary(fn, parts):
+    accumulators = [fn._add_inputs(fn.create_accumulator(), part) for part in parts]
+    return fn.merge_accumulators(accumulators)
+
+  exact = QuantileAtRank.create(2, epsilon=1e-4, max_num_elements=10**9)
+  state = summary(exact, np.array_split(values, 3))
+  for rank in (0, 1, 2499, 4998, 4999):
+    assert exact.element_at(state, rank) == (rank, True)
+  # A summary too small to hold them: collapsed, the rank within epsilon × N.
+  small = QuantileAtRank.create(2, epsilon=0.01, max_num_elements=5000)
+  state = summary(small, np.array_split(values, 7))
+  for rank in (100, 2500, 4000):
+    found, is_exact = small.element_at(state, rank)
+    assert not is_exact and abs(found - rank) <= 0.01 * 5000
+
+
+def test_an_interrupted_filter_reruns_into_the_same_bytes(tiny_corpus, scored, tmp_path,
+                                                          monkeypatch):
+  scores_dir, _, _ = scored
+  args = dict(keep="noise_kind!=mismatched", top_fraction=0.5, by="clip_score", shards=3)
+  clean = str(tmp_path / "clean")
+  beam_filter.filter_split(scores_dir, tiny_corpus, "test", clean, **args)
+  out = str(tmp_path / "interrupted")
+  write_shard = beam_filter.records.write_shard
+
+  def dies_on_the_second_shard(path, samples):
+    if "00001-of" in path:
+      next(iter(samples))
+      raise OSError("power cut")
+    return write_shard(path, samples)
+
+  monkeypatch.setattr(beam_filter.records, "write_shard", dies_on_the_second_shard)
+  with pytest.raises(Exception, match="power cut"):
+    beam_filter.filter_split(scores_dir, tiny_corpus, "test", out, **args)
+  assert os.path.exists(os.path.join(out, ".filter"))  # it did stop midway
+  assert not os.path.exists(os.path.join(out, "filter.json"))
+  monkeypatch.setattr(beam_filter.records, "write_shard", write_shard)
+  beam_filter.filter_split(scores_dir, tiny_corpus, "test", out, **args)
+  assert tree(out) == tree(clean)
+
+
+def test_bad_scores_are_named(tiny_corpus, scored, tmp_path):
+  scores_dir, table, _ = scored
+  other = str(tmp_path / "other_split")
+  os.makedirs(other)
+  wrong = dict(table, index=table["index"] + 10)  # scores of a longer split
+  score.write_parquet(wrong, os.path.join(other, "scores-00000-of-00001.parquet"))
+  with pytest.raises(ValueError, match="scores record 209 but .* has 200: the scores belong"):
+    beam_filter.filter_split(other, tiny_corpus, "test", str(tmp_path / "a"), keep="s_tc>0")
+  twice = str(tmp_path / "twice")  # two scoring runs into one directory
+  os.makedirs(twice)
+  for p in range(2):
+    score.write_parquet(table, os.path.join(twice, f"scores-{p:05d}-of-00002.parquet"))
+  with pytest.raises(ValueError, match=r"record 0 is scored more than once \(in .*scores-00000"):
+    beam_filter.filter_split(twice, tiny_corpus, "test", str(tmp_path / "b"), keep="s_tc>0")
+  with pytest.raises(FileNotFoundError, match="run python -m alip_jax.score first"):
+    beam_filter.filter_split(str(tmp_path), tiny_corpus, "test", str(tmp_path / "c"), keep="s_tc>0")
