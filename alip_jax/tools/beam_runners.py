@@ -29,6 +29,8 @@ def pipeline_options(beam_args: list[str]):
   """Beam options from the command line; without --runner, the Python
   DirectRunner in multi-processing mode (one worker per core)."""
   from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+  if any("DaskRunner" in arg for arg in beam_args):
+    from apache_beam.runners.dask import dask_runner  # pylint: disable=unused-import  (its --dask_* options)
   options = PipelineOptions(beam_args)
   unknown = set(options.get_all_options(retain_unknown_options=True)) - set(
       options.get_all_options())
@@ -51,10 +53,13 @@ def pipeline_options(beam_args: list[str]):
 def new_pipeline(beam_options):
   import apache_beam as beam
   from apache_beam.options.pipeline_options import StandardOptions
-  runner = None
-  if beam_options.view_as(StandardOptions).runner in DIRECT_RUNNERS:
+  runner = beam_options.view_as(StandardOptions).runner
+  if runner in DIRECT_RUNNERS:
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     runner = FnApiRunner()
+  elif runner == "DaskRunner":
+    from apache_beam.runners.dask.dask_runner import DaskRunner
+    runner = DaskRunner()
   return beam.Pipeline(runner=runner, options=beam_options)
 
 
