@@ -103,3 +103,21 @@ def test_bad_scores_are_named(tiny_corpus, scored, tmp_path):
     beam_filter.filter_split(twice, tiny_corpus, "test", str(tmp_path / "b"), keep="s_tc>0")
   with pytest.raises(FileNotFoundError, match="run python -m alip_jax.score first"):
     beam_filter.filter_split(str(tmp_path), tiny_corpus, "test", str(tmp_path / "c"), keep="s_tc>0")
+
+
+def test_nan_and_signed_zero_scores_rank_as_in_memory(tiny_corpus, scored, tmp_path):
+  _, table, _ = scored
+  odd = dict(table, clip_score=table["clip_score"].copy(), s_tc=table["s_tc"].copy())
+  odd["clip_score"][::7] = np.nan     # 29 rows: the top 0.9 reaches into them…
+  odd["s_tc"][::14] = np.nan          # …where S_tc (NaN last) breaks their ties
+  odd["clip_score"][3::7] = -0.0      # 28 zeros, equal: the top 0.78 cuts
+  odd["clip_score"][4::7] = 0.0       # through them by S_tc
+  scores_dir = str(tmp_path / "odd_scores")
+  os.makedirs(scores_dir)
+  score.write_parquet(odd, os.path.join(scores_dir, "scores-00000-of-00001.parquet"))
+  for fraction in (0.78, 0.9):
+    args = dict(top_fraction=fraction, by="clip_score", shards=2)
+    memory, beam = str(tmp_path / f"memory{fraction}"), str(tmp_path / f"beam{fraction}")
+    filter_lib.filter_split(scores_dir, tiny_corpus, "test", memory, **args)
+    beam_filter.filter_split(scores_dir, tiny_corpus, "test", beam, **args)
+    assert tree(beam) == tree(memory)
