@@ -7,14 +7,16 @@ multi-processing mode with one worker per core unless the flags say
 otherwise. `--runner DaskRunner --dask_client_address HOST:PORT` runs on a
 dask.distributed cluster; `--runner DataflowRunner …` on Google Cloud.
 
-What a pipeline must avoid to run on Beam 2.77's DaskRunner (checked in
-tests/test_runners.py; docs/DATA.md): it computes only the graph's last
-transform, so a pipeline is one line into one sink (Flatten what must
-finish); a ParDo's tagged outputs all reach every consumer; finish_bundle's
-outputs are dropped; CombineGlobally's default for an empty input (a side
-input) comes back instead of the result — use .without_defaults(); it has
-no metrics (counters travel as data); Reshuffle is a no-op and Create makes
-partitions of 128 elements unless `--dask_npartitions N` is given.
+What a pipeline must avoid to run on Beam 2.77's DaskRunner (read in its
+source, apache_beam/runners/dask, and seen on a LocalCluster; docs/DATA.md):
+it computes only the graph's last transform, so a pipeline is one line into
+one sink (Flatten what else must finish); a ParDo's tagged outputs all reach
+every consumer, main and tagged alike; outputs of finish_bundle are dropped,
+so Top.Of/Largest/Smallest (which emit there) give [] — use
+CombineGlobally(TopCombineFn(…)).without_defaults(); it has no metrics
+(`result.metrics()` raises NotImplementedError); Reshuffle is a no-op and
+Create makes partitions of 128 elements unless `--dask_npartitions N`; and it
+leaves its Client open (run() closes it).
 """
 
 from __future__ import annotations
