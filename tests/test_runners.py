@@ -7,7 +7,9 @@ import os
 import pytest
 
 from alip_jax.curation import beam_filter
+from alip_jax.tools import build
 from test_beam_filter import tree
+from test_build import inputs  # noqa: F401  (a fixture)
 from test_filter import scored  # noqa: F401  (a fixture)
 
 
@@ -32,3 +34,22 @@ def test_filter_writes_the_same_bytes_on_dask(tiny_corpus, scored, tmp_path, das
                                   beam_args=dask_args)
   assert dask == local and local["kept"] > 0
   assert tree(tmp_path / "dask") == tree(tmp_path / "local")
+
+
+@pytest.mark.slow  # ~8 s on a quiet machine (150 s at a load of 14 on 2 cores)
+def test_builder_writes_the_same_bytes_on_dask(inputs, tmp_path, dask_args):
+  files = [str(inputs / "00000.tar"), str(inputs / "table.csv"), str(inputs / "table.jsonl")]
+  captions = [str(inputs / "captions.jsonl"), str(inputs / "captions.parquet")]
+  built = {}
+  for name, beam_args in (("local", ["--direct_running_mode=in_memory"]), ("dask", dask_args)):
+    out = str(tmp_path / name)
+    stats = build.build(files, build.BuildOptions(out=out, num_shards=3, resize=20), captions,
+                        beam_args, vocab_size=60)
+    built[name] = stats["skipped"], {n: b for n, b in tree(out).items()
+                                     if n.endswith((".array_record", ".model", "counts.json"))}
+  assert built["dask"] == built["local"]
+  skipped, files = built["local"]
+  assert len(files) == 5 and skipped == {  # 3 shards, tokenizer, counts
+      "missing_caption": 2, "undecodable_image": 1, "non_utf8_raw_text": 1, "empty_raw_text": 2,
+      "missing_image": 2, "unreadable_input_row": 1,
+      "orphan_caption_key": 10}  # the captions of table.parquet's samples, left out here

@@ -100,19 +100,15 @@ class BuildOptions:
 # ---- The whole build.
 
 def run_pipeline(files, caption_files, options: BuildOptions, beam_options) -> dict[str, int]:
-  """Runs the graph; returns the counters (namespace alip_build)."""
-  from apache_beam.metrics.metric import MetricsFilter
+  """Runs the graph; returns its counts (skips by reason, reused shards)."""
   from alip_jax.tools import beam_build
+  path = beam_build.counters_path(options.out, options.split)
+  write_bytes(path, b"{}")  # a stale file must not stand in for this run's
   pipeline = beam_runners.new_pipeline(beam_options)
   beam_build.build_graph(pipeline, files, caption_files, options, options.columns(),
                          options.limits())
-  result = beam_runners.run(pipeline, (TarError, BadInputError))
-  counters = {}
-  for counter in result.metrics().query(MetricsFilter().with_namespace(
-      beam_build.NAMESPACE))["counters"]:
-    value = counter.committed if counter.committed is not None else counter.attempted
-    counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + value
-  return counters
+  beam_runners.run(pipeline, (TarError, BadInputError))
+  return read_json(path, {})
 
 
 def build(inputs: list[str], options: BuildOptions, caption_files: list[str] = (),
