@@ -53,3 +53,14 @@ def test_builder_writes_the_same_bytes_on_dask(inputs, tmp_path, dask_args):
       "missing_caption": 2, "undecodable_image": 1, "non_utf8_raw_text": 1, "empty_raw_text": 2,
       "missing_image": 2, "unreadable_input_row": 1,
       "orphan_caption_key": 10}  # the captions of table.parquet's samples, left out here
+
+
+@pytest.mark.slow
+def test_benchmark_measures_both_runners_and_the_filter():
+  from alip_jax.benchmarks import build as benchmark
+  rows = benchmark.main(["--records", "12", "--per_tar", "6", "--source_size", "40",
+                         "--resize", "32", "--workers", "2", "--extra_captions", "0",
+                         "--old_ref", "none", "--runners", "direct,dask", "--filter"])
+  assert [r[0] for r in rows] == ["beam", "filter", "beam-dask", "filter-dask"]
+  # records/s, and a peak RSS per worker process (a Python with Beam: > 50 MiB)
+  assert all(r[4] > 0 and r[6] > 50 * 2**20 for r in rows)
