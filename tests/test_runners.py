@@ -2,8 +2,6 @@
 cluster of two worker processes (started and stopped here), against the
 in-process runner — the same bytes from the filter and from the builder."""
 
-import os
-
 import pytest
 
 from alip_jax.curation import beam_filter

@@ -114,8 +114,9 @@ class Scan(beam.CombineFn):
     accumulators = list(accumulators)
     merged = self.create_accumulator()
     for acc in accumulators:
-      merged[:5] = self.add_input(merged, (*acc[:4], None))[:5]
-      merged[4] += acc[4]
+      if acc[0]:  # (a runner may merge empty accumulators)
+        merged[:5] = self.add_input(merged, (*acc[:4], None))[:5]
+        merged[4] += acc[4]
     merged[5] = self.quantiles.merge_accumulators([a[5] for a in accumulators])
     return merged
 
