@@ -40,6 +40,14 @@ from alip_jax.tools.beam_counts import counted, is_count, not_count, tally
 from alip_jax.tools.inputs import Columns, expand, read_input
 
 
+class Captioner:
+  """(processor, model) in an object RunInference's shared model can hold
+  (it keeps a weak reference: a tuple will not do)."""
+
+  def __init__(self, processor, net):
+    self.processor, self.net = processor, net
+
+
 class CaptionHandler(ModelHandler):
   """RunInference's model: (processor, model) from a save_pretrained
   directory; an element is a list of (key, image), captioned as one batch."""
@@ -51,13 +59,12 @@ class CaptionHandler(ModelHandler):
     self.generate = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, prompt=prompt)
 
   def load_model(self):
-    return caption.load_captioner(self.model_dir, self.device)
+    return Captioner(*caption.load_captioner(self.model_dir, self.device))
 
   def run_inference(self, batch, model, inference_args=None):
-    processor, net = model
     results = []
     for pairs in batch:
-      texts = caption.caption_batch(processor, net, [image for _, image in pairs],
+      texts = caption.caption_batch(model.processor, model.net, [image for _, image in pairs],
                                     **self.generate)
       results.append(PredictionResult(pairs, [(key, text) for (key, _), text in zip(pairs, texts)]))
     return results
