@@ -12,6 +12,11 @@ COLUMN (ties by S_tc, then by position: W^s is 1 for every record at or
 above the mean, and S_tc orders those the way the gate would). Both may be
 given; the top fraction is then taken from what --keep kept.
 
+It runs as Apache Beam pipelines (alip_jax/curation/beam_filter.py; in
+this process unless Beam pipeline options follow `--`, e.g.
+`-- --runner DaskRunner --dask_client_address HOST:8786 --dask_npartitions 8`;
+docs/DATA.md), so no worker holds the scores table.
+
 The kept records go, in their original order and unchanged, through
 `records.write_shard` into `{out}/{split}-0000j-of-0000N.array_record`;
 the other splits of --data (e.g. test) and its tokenizer are copied, and
@@ -33,7 +38,7 @@ from absl import app, flags
 
 from alip_jax import console
 from alip_jax.checkpointing import lease
-from alip_jax.curation import filtering
+from alip_jax.curation import beam_filter, filtering
 from alip_jax.data import records
 
 _SCORES = flags.DEFINE_string("scores", None, "Output directory of alip_jax.score.")
@@ -51,16 +56,21 @@ _BREAK_LEASE = flags.DEFINE_bool("break_lease", False, "Break a stale writer lea
 
 
 def _main(argv):
-  del argv
+  beam_args = argv[1:] or ["--direct_running_mode=in_memory"]  # what follows `--`
   for name, flag in (("--scores", _SCORES), ("--data", _DATA), ("--out", _OUT)):
     if not flag.value:
       raise app.UsageError(f"{name} is required")
   if not _KEEP.value and _TOP_FRACTION.value is None:
     raise app.UsageError("give --keep and/or --top_fraction")
-  stats = console.exit_on_user_errors(lambda: filtering.filter_split(
-      _SCORES.value, _DATA.value, _SPLIT.value, _OUT.value, _KEEP.value, _TOP_FRACTION.value,
-      _BY.value, _SHARDS.value, _OVERWRITE.value, _BREAK_LEASE.value),
-      (ValueError, FileNotFoundError, lease.LeaseHeld, records.CorruptShardError))
+  def run():
+    with lease.take(_OUT.value, "filter", _BREAK_LEASE.value):
+      filtering.claim_output(_SCORES.value, _DATA.value, _SPLIT.value, _OUT.value, _KEEP.value,
+                             _TOP_FRACTION.value, _BY.value, _SHARDS.value, _OVERWRITE.value)
+      return beam_filter.filter_split(_SCORES.value, _DATA.value, _SPLIT.value, _OUT.value,
+                                      _KEEP.value, _TOP_FRACTION.value, _BY.value, _SHARDS.value,
+                                      beam_args)
+  stats = console.exit_on_user_errors(
+      run, (ValueError, FileNotFoundError, lease.LeaseHeld, records.CorruptShardError))
   print(json.dumps(stats, indent=1))
 
 

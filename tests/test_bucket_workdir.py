@@ -54,7 +54,7 @@ def bucket(monkeypatch, json_api):
   for protocol in FakeGCS.protocol:
     monkeypatch.setitem(registry, protocol, FakeGCS)  # taken out again after the test
   epath.backend.fsspec_backend._get_filesystem.cache_clear()  # epath caches filesystems
-  # A flat bucket: Orbax asks google-cloud-storage (requirements-cloud.txt,
+  # A flat bucket: Orbax asks google-cloud-storage (the [cloud] extra,
   # not in the test environment) whether it has a hierarchical namespace.
   monkeypatch.setattr(gcs_utils, "is_hierarchical_namespace_enabled", lambda path: False)
   yield FakeGCS.store

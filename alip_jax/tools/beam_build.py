@@ -17,8 +17,10 @@ first, and each input file is read a second time for the samples it won.
 Everything that decides the output (which duplicate wins, which caption,
 which shard, the order inside a shard, the tokenizer's text sample) depends
 on keys and input positions only, never on bundles, workers or the runner.
-Every skip is a Beam counter in namespace `alip_build`; build.py turns them
-into stats.json.
+Skips are data (a stage yields Count(reason, n) beside its output), summed
+with every branch's end in one last combiner into .build/SPLIT-counters.json
+(→ stats.json): one sink, no metrics, tagged outputs or Top.Of, so the graph
+runs on Beam's DaskRunner too (tools/beam_runners.py).
 """
 
 from __future__ import annotations
@@ -27,27 +29,19 @@ import collections
 import hashlib
 import json
 import logging
-import os
-import posixpath
-import shutil
-import tempfile
 
 import apache_beam as beam
-from apache_beam.io.filesystems import CompressionTypes, FileSystems
-from apache_beam.metrics import Metrics
+from apache_beam.io.filesystems import FileSystems
 
 from alip_jax.data import records, web
+from alip_jax.tools.beam_counts import Count, counted, is_count, not_count, tally
 from alip_jax.tools.inputs import caption_rows, read_input
 from alip_jax.tools.manifest import join, open_any, write_bytes
+from alip_jax.tools.record_files import read_records, write_records
 
 log = logging.getLogger(__name__)
 
-NAMESPACE = "alip_build"
 TOKENIZER_SAMPLE = 1000  # records whose texts train the tokenizer (smallest key hashes)
-
-
-def count(reason: str, n: int = 1) -> None:
-  Metrics.counter(NAMESPACE, reason).inc(n)
 
 
 def key_hash(key: str) -> int:
@@ -66,19 +60,19 @@ class ReadKeys(beam.DoFn):
 
   def process(self, element):
     file_index, path = element
-    problems = collections.Counter()
+    problems, counts = collections.Counter(), collections.Counter()
     for position, (key, _, _, meta) in enumerate(
         read_input(path, self.columns, self.limits, problems, open_any)):
       if "__error__" in meta:
-        count("unreadable_input_row")
+        counts["unreadable_input_row"] += 1
         log.warning("%s: %s skipped (%s)", path, key, meta["__error__"])
       elif not utf8(key):
-        count("non_utf8_key")
+        counts["non_utf8_key"] += 1
       else:
         yield key, (file_index, position, meta.get("__skip__"))
     for reason, n in problems.items():
-      count(reason, n)
       log.warning("%s: %d × %s", path, n, reason)
+    yield from counted(counts + problems)
 
 
 def select(element):
@@ -88,14 +82,14 @@ def select(element):
   key, groups = element
   samples = sorted(groups["samples"])
   if not samples:
-    count("orphan_caption_key")
+    yield Count("orphan_caption_key")
     return
   for *_, skip in samples:
     if skip:
-      count(skip)
+      yield Count(skip)
   usable = [s for s in samples if not s[2]]
   if len(usable) > 1:
-    count("duplicate_key", len(usable) - 1)
+    yield Count("duplicate_key", len(usable) - 1)
   if usable:
     captions = [c for *_, cs in sorted(groups["captions"]) for c in cs]
     yield usable[0][0], (usable[0][1], key, captions)
@@ -113,7 +107,7 @@ def read_captions(element):
   file_index, path = element
   for row, (key, captions) in enumerate(caption_rows(path, open_any)):
     if not utf8(key):
-      count("non_utf8_key")
+      yield Count("non_utf8_key")
       continue
     captions = [c.encode("utf-8", "surrogateescape") if isinstance(c, str) and not utf8(c) else c
                 for c in captions]
@@ -121,20 +115,20 @@ def read_captions(element):
 
 
 class MakeRecords(beam.DoFn):
-  """(file index, [(position, key, captions)]) → (shard, spill file) for
-  every shard that gets records from this file, or counted skips. Tagged
-  output `texts`: (key hash, raw, caption) for the tokenizer. A worker holds
-  one input file's records (resized) at a time."""
+  """(file index, [(position, key, captions)]) → ("spill", (shard, spill
+  file)) for every shard that gets records from this file, ("texts", (key
+  hash, raw, caption)) per record for the tokenizer, and Counts. A worker
+  holds one input file's records (resized) at a time."""
 
   def __init__(self, files, options, columns, limits):
     self.files, self.options, self.columns, self.limits = files, options, columns, limits
 
-  def _text(self, value, field):
+  def _text(self, value, field, counts):
     text, problem = web.check_text(value)
     if problem:
-      count(f"{problem}_{field}")
+      counts[f"{problem}_{field}"] += 1
     elif len(web.clean_text(text)) > self.options.max_text_chars:
-      count(f"too_long_{field}")
+      counts[f"too_long_{field}"] += 1
       return None
     return text
 
@@ -142,48 +136,49 @@ class MakeRecords(beam.DoFn):
     file_index, selected = element
     path, o = self.files[file_index], self.options
     wanted = {position: (key, captions) for position, key, captions in selected}
-    by_shard = collections.defaultdict(list)
+    by_shard, counts = collections.defaultdict(list), collections.Counter()
     for position, (key, image, text, meta) in enumerate(
         read_input(path, self.columns, self.limits, None, open_any)):
       if position in wanted and wanted[position][0] == key:
-        made = self.make(key, image, text, meta, wanted[position][1])
+        made = self.make(key, image, text, meta, wanted[position][1], counts)
         if made:
           by_shard[key_hash(key) % o.num_shards].append(made[0])
-          yield beam.pvalue.TaggedOutput("texts", made[1])
+          yield "texts", made[1]
     for shard, samples in sorted(by_shard.items()):
       spill = join(o.out, ".build", f"{o.split}-spill", f"{shard:05d}-{file_index:05d}.array_record")
       write_records(spill, samples)
-      yield shard, spill
+      yield "spill", (shard, spill)
+    yield from counted(counts)
 
-  def make(self, key, image, text, meta, choices):
+  def make(self, key, image, text, meta, choices, counts):
     """(record, tokenizer texts), or None with the reason counted."""
     o = self.options
     if image is None:
-      count("missing_image")
+      counts["missing_image"] += 1
       if "__missing_file__" in meta:
         log.warning("%s skipped: no image file %s", key, meta["__missing_file__"])
       return None
-    raw = self._text(text, "raw_text")
+    raw = self._text(text, "raw_text", counts)
     if raw is None:
       return None
     if choices:
       pick = choices[0] if o.caption_choice == "first" else choices[
           (key_hash(key) + o.seed) % len(choices)]
-      caption = self._text(pick, "caption")
+      caption = self._text(pick, "caption", counts)
       if caption is None:
         return None
     elif o.missing_caption == "raw":
       caption, meta = raw, {**meta, "caption_from_raw": True}
     else:
-      count("missing_caption")
+      counts["missing_caption"] += 1
       return None
     try:
       decoded = web.load_image(image, o.max_pixels, o.resize)
     except web.ImageTooLarge:
-      count("image_too_large")
+      counts["image_too_large"] += 1
       return None
     except Exception:  # pylint: disable=broad-except
-      count("undecodable_image")
+      counts["undecodable_image"] += 1
       return None
     if o.resize:
       image = web.encode_jpeg(web.resize_shorter(decoded, o.resize), o.jpeg_quality)
@@ -193,38 +188,8 @@ class MakeRecords(beam.DoFn):
     if meta:
       record["meta"] = meta
     if meta.get("caption_from_raw"):
-      count("caption_from_raw")  # written, flagged: not a skip
+      counts["caption_from_raw"] += 1  # written, flagged: not a skip
     return record, (key_hash(key), raw, caption)
-
-
-def write_records(path: str, samples: list[dict]) -> int:
-  """records.write_shard to a local path, or locally and then copied to a
-  remote one (ArrayRecord writes local files)."""
-  if "://" not in path:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    return records.write_shard(path, samples)
-  with tempfile.TemporaryDirectory() as tmp:
-    local = os.path.join(tmp, posixpath.basename(path))
-    written = records.write_shard(local, samples)
-    with open(local, "rb") as src, FileSystems.create(
-        path, compression_type=CompressionTypes.UNCOMPRESSED) as dst:
-      shutil.copyfileobj(src, dst, 1 << 24)
-  return written
-
-
-def read_records(path: str) -> list[dict]:
-  from array_record.python.array_record_module import ArrayRecordReader
-  with tempfile.TemporaryDirectory() as tmp:
-    if "://" in path:
-      local = os.path.join(tmp, posixpath.basename(path))
-      with open_any(path) as src, open(local, "wb") as dst:
-        shutil.copyfileobj(src, dst, 1 << 24)
-      path = local
-    reader = ArrayRecordReader(path)
-    try:
-      return [records.decode(r) for r in reader.read_all()]
-    finally:
-      reader.close()
 
 
 class WriteShard(beam.DoFn):
@@ -244,7 +209,7 @@ class WriteShard(beam.DoFn):
     path = join(self.out, name)
     sidecar = join(self.out, ".build", name + ".json")
     if FileSystems.exists(path) and FileSystems.exists(sidecar):
-      count("reused_shards")
+      yield Count("reused_shards")
     else:
       samples = sorted((r for spill in spills for r in read_records(spill)),
                        key=lambda r: r["key"])
@@ -260,29 +225,52 @@ def write_tokenizer_texts(top, path: str) -> None:
   write_bytes(path, json.dumps(texts).encode())
 
 
+def tagged(tag: str):
+  """The ("tag", value) elements of MakeRecords' output, as values."""
+  return lambda element: [element[1]] if not is_count(element) and element[0] == tag else []
+
+
+def counters_path(out: str, split: str) -> str:
+  return join(out, ".build", f"{split}-counters.json")
+
+
 def build_graph(pipeline, files: list[str], caption_files: list[str], options, columns,
                 limits) -> None:
   """Adds the whole build to `pipeline` (nothing runs until it is run).
   `files` and `caption_files` are expanded paths (local or a FileSystems
-  scheme such as gs://); outputs go to options.out."""
-  keys = (pipeline
-          | "Inputs" >> beam.Create(list(enumerate(files)))
-          | "SpreadInputs" >> beam.Reshuffle()
-          | "ReadKeys" >> beam.ParDo(ReadKeys(columns, limits)))
-  captions = (pipeline
-              | "CaptionFiles" >> beam.Create(list(enumerate(caption_files)))
-              | "ReadCaptions" >> beam.FlatMap(read_captions))
-  made = ({"samples": keys, "captions": captions}
-          | "JoinCaptions" >> beam.CoGroupByKey()
-          | "Select" >> beam.FlatMap(select)
+  scheme such as gs://); outputs go to options.out, the counts to
+  counters_path(out, split)."""
+  read_keys = (pipeline
+               | "Inputs" >> beam.Create(list(enumerate(files)))
+               | "SpreadInputs" >> beam.Reshuffle()
+               | "ReadKeys" >> beam.ParDo(ReadKeys(columns, limits)))
+  read_captions_ = (pipeline
+                    | "CaptionFiles" >> beam.Create(list(enumerate(caption_files)))
+                    | "ReadCaptions" >> beam.FlatMap(read_captions))
+  selected = ({"samples": read_keys | "Keys" >> beam.Filter(not_count),
+               "captions": read_captions_ | "Captions" >> beam.Filter(not_count)}
+              | "JoinCaptions" >> beam.CoGroupByKey()
+              | "Select" >> beam.FlatMap(select))
+  made = (selected
+          | "Selected" >> beam.Filter(not_count)
           | "ByInputFile" >> beam.GroupByKey()
-          | "MakeRecords" >> beam.ParDo(MakeRecords(files, options, columns, limits))
-          .with_outputs("texts", main="spills"))
+          | "MakeRecords" >> beam.ParDo(MakeRecords(files, options, columns, limits)))
   shard_ids = pipeline | "ShardIds" >> beam.Create([(s, None) for s in range(options.num_shards)])
-  _ = ({"ids": shard_ids, "spills": made.spills}
-       | "GroupShards" >> beam.CoGroupByKey()
-       | "WriteShard" >> beam.ParDo(WriteShard(options.out, options.split, options.num_shards)))
+  written = ({"ids": shard_ids, "spills": made | "Spills" >> beam.FlatMap(tagged("spill"))}
+             | "GroupShards" >> beam.CoGroupByKey()
+             | "WriteShard" >> beam.ParDo(WriteShard(options.out, options.split,
+                                                     options.num_shards)))
   texts_path = join(options.out, ".build", f"{options.split}-tokenizer-texts.json")
-  _ = (made.texts
-       | "TokenizerSample" >> beam.combiners.Top.Smallest(TOKENIZER_SAMPLE)
-       | "WriteTokenizerSample" >> beam.Map(write_tokenizer_texts, texts_path))
+  sampled = (made
+             | "Texts" >> beam.FlatMap(tagged("texts"))
+             | "TokenizerSample" >> beam.CombineGlobally(beam.combiners.TopCombineFn(
+                 TOKENIZER_SAMPLE, reverse=True)).without_defaults()
+             | "WriteTokenizerSample" >> beam.Map(write_tokenizer_texts, texts_path))
+  counts = [stage | f"{name}Counts" >> beam.Filter(is_count) for name, stage in (
+      ("ReadKeys", read_keys), ("ReadCaptions", read_captions_), ("Select", selected),
+      ("MakeRecords", made))]
+  _ = ((*counts, written, sampled)
+       | "AllEnds" >> beam.Flatten()
+       | "Tally" >> beam.CombineGlobally(tally).without_defaults()
+       | "WriteCounters" >> beam.Map(lambda counters, path: write_bytes(path, json.dumps(
+           counters, sort_keys=True).encode()), counters_path(options.out, options.split)))

@@ -53,16 +53,14 @@ finally:
 from alip_jax.data import web  # noqa: E402 -- after the check of the [build] extra
 from alip_jax.data.records import shard_name
 from alip_jax.data.tokenizer import SPECIAL_TOKENS
-from alip_jax.tools import caption
+from alip_jax.tools import beam_runners, caption
+from alip_jax.tools.beam_runners import pipeline_options
 from alip_jax.tools.manifest import (check_out, describe_files, identity, join, open_any,
                                      read_bytes, read_json, sha256, write_bytes, write_json)
 from alip_jax.tools.inputs import BadInputError, Columns, Limits, check_table
 from alip_jax.tools.tar_reader import TarError
 
 log = logging.getLogger(__name__)
-
-DIRECT_RUNNERS = (None, "DirectRunner", "direct", "FnApiRunner")
-
 
 @dataclasses.dataclass
 class BuildOptions:
@@ -112,57 +110,16 @@ class BuildOptions:
 
 # ---- The whole build.
 
-def pipeline_options(beam_args: list[str]):
-  """Beam options from the command line; without --runner, the Python
-  DirectRunner in multi-processing mode (one worker per core)."""
-  from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
-  options = PipelineOptions(beam_args)
-  unknown = set(options.get_all_options(retain_unknown_options=True)) - set(
-      options.get_all_options())
-  if unknown:  # Beam would drop them with a log line: a typo must not pass silently
-    raise ValueError(f"unknown flags {sorted('--' + u for u in unknown)}: neither a builder "
-                     f"flag nor a Beam pipeline option (workers: --direct_num_workers)")
-  direct = options.view_as(DirectOptions)
-  if options.view_as(StandardOptions).runner in DIRECT_RUNNERS:
-    if "--direct_running_mode" not in " ".join(beam_args):
-      direct.direct_running_mode = "multi_processing"
-    if ("--direct_num_workers" not in " ".join(beam_args)
-        and direct.direct_running_mode == "multi_processing"):
-      direct.direct_num_workers = os.cpu_count() or 1
-    if direct.direct_num_workers < 1:
-      raise ValueError(f"--direct_num_workers {direct.direct_num_workers}: must be >= 1")
-  return options
-
-
 def run_pipeline(files, caption_files, options: BuildOptions, beam_options) -> dict[str, int]:
-  """Runs the graph; returns the counters (namespace alip_build)."""
-  import apache_beam as beam
-  from apache_beam.metrics.metric import MetricsFilter
-  from apache_beam.options.pipeline_options import StandardOptions
+  """Runs the graph; returns its counts (skips by reason, reused shards)."""
   from alip_jax.tools import beam_build
-  runner = None
-  if beam_options.view_as(StandardOptions).runner in DIRECT_RUNNERS:
-    # Named explicitly: Beam's "DirectRunner" first tries Prism, which
-    # downloads a binary at run time.
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-    runner = FnApiRunner()
-  pipeline = beam.Pipeline(runner=runner, options=beam_options)
+  path = beam_build.counters_path(options.out, options.split)
+  write_bytes(path, b"{}")  # a stale file must not stand in for this run's
+  pipeline = beam_runners.new_pipeline(beam_options)
   beam_build.build_graph(pipeline, files, caption_files, options, options.columns(),
                          options.limits())
-  try:
-    result = pipeline.run()
-    result.wait_until_finish()
-  except Exception as e:  # Beam wraps a worker's error in its own: name ours plainly
-    found = re.search(r"(TarError|BadInputError): (.+)", str(e))
-    if found:
-      raise (TarError if found.group(1) == "TarError" else BadInputError)(found.group(2)) from e
-    raise
-  counters = {}
-  for counter in result.metrics().query(MetricsFilter().with_namespace(
-      beam_build.NAMESPACE))["counters"]:
-    value = counter.committed if counter.committed is not None else counter.attempted
-    counters[counter.key.metric.name] = counters.get(counter.key.metric.name, 0) + value
-  return counters
+  beam_runners.run(pipeline, (TarError, BadInputError))
+  return read_json(path, {})
 
 
 def build(inputs: list[str], options: BuildOptions, caption_files: list[str] = (),

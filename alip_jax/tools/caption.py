@@ -111,10 +111,10 @@ def run(model_dir: str, inputs: list[str], out: str, columns: Columns = Columns(
 
 
 def run_in_python(python: str, model_dir: str, inputs: list[str], out: str,
-                  extra_args: list[str] = ()) -> str:
-  """Runs this module in `python` (torch lives in another venv than JAX, so
-  the builder captions through a subprocess); returns the captions file."""
-  command = [python, "-m", "alip_jax.tools.caption", "--model", model_dir, "--out", out,
+                  extra_args: list[str] = (), module: str = "alip_jax.tools.caption") -> str:
+  """Runs this module (or beam_caption) in `python` (torch lives in another
+  venv than JAX, so the builder captions through a subprocess); returns `out`."""
+  command = [python, "-m", module, "--model", model_dir, "--out", out,
              *itertools.chain.from_iterable(("--input", i) for i in inputs), *extra_args]
   # That Python imports alip_jax through a directory holding only a link to
   # the package: the package's parent may be a site-packages whose compiled
