@@ -117,18 +117,14 @@ def split_step(path: str) -> tuple[str, int | None]:
 
 
 def training_workdir(path: str) -> str | None:
-  """The training workdir `path` is or is a checkpoint step of, else None
-  (an HF CLIP directory: config.json with model_type 'clip'; a file)."""
+  """The training workdir `path` is or is a checkpoint step of, else None (a
+  file; an HF CLIP or open_clip directory, whose config.json is not ours)."""
   workdir, step = split_step(path)
   if step is not None:
     return workdir
-  config = config_file(workdir)
-  # An open_clip export also has a config.json (for AutoTokenizer), beside
-  # models/open_clip_format.py's CONFIG_FILE.
-  if (fileio.exists(config) and fileio.read_json(config).get("model_type") != "clip"
-      and not fileio.exists(fileio.join(workdir, "open_clip_config.json"))):
-    return workdir
-  return None
+  config, open_clip = config_file(workdir), fileio.join(workdir, "open_clip_config.json")
+  ours = fileio.exists(config) and fileio.read_json(config).get("model_type") != "clip"
+  return workdir if ours and not fileio.exists(open_clip) else None
 
 
 # ---- config.json and its history.

@@ -13,6 +13,7 @@ compared on the seeds both have finished.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 
@@ -188,11 +189,13 @@ def heatmap(grid: Grid, budget: str, styles, path: str) -> None:
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   captions = list(dict.fromkeys(r.split("/")[0] for r in grid.meta["regimes"]))
   noises = list(dict.fromkeys(r.split("/")[1] for r in grid.meta["regimes"]))
-  panels = [(style, label, baseline) for style in styles
-            for label, _, baseline in CONTRASTS[:4:3]]  # vs bi-path, vs best other
-  fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.8), squeeze=False)
-  for ax, (style, label, baseline) in zip(axes[0], panels):
-    values = np.full((len(captions), len(noises)), np.nan)
+  contrasts = [(label, baseline) for label, _, baseline in CONTRASTS[:4:3]]  # bi-path, best other
+  fig, axes = plt.subplots(len(contrasts), len(styles), squeeze=False,
+                           figsize=(3.4 * len(styles), 3.3 * len(contrasts)))
+  for (row, (label, baseline)), (col, style) in itertools.product(enumerate(contrasts),
+                                                                  enumerate(styles)):
+    ax = axes[row][col]
+    values, texts = np.full((len(captions), len(noises)), np.nan), {}
     for i, c in enumerate(captions):
       for j, n in enumerate(noises):
         got = grid.contrast(f"{c}/{n}", ALIP, baseline, budget, style)
@@ -200,15 +203,18 @@ def heatmap(grid: Grid, budget: str, styles, path: str) -> None:
           continue
         name, interval, _ = got
         values[i, j] = 100 * interval.mean
-        ax.text(j, i, f"{100 * interval.mean:+.1f}{' *' if interval.resolved else ''}\n"
-                f"[{100 * interval.low:+.1f}, {100 * interval.high:+.1f}]"
-                + (f"\nvs {name}" if baseline == "best_other" else ""),
-                ha="center", va="center", fontsize=8)
-        if interval.resolved:
-          ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2.5))
+        texts[i, j] = (f"{100 * interval.mean:+.1f}{' *' if interval.resolved else ''}\n"
+                       f"[{100 * interval.low:+.1f}, {100 * interval.high:+.1f}]"
+                       + (f"\nvs {name}" if baseline == "best_other" else ""), interval.resolved)
     limit = max(1.0, np.nanmax(np.abs(values)) if np.isfinite(values).any() else 1.0)
     ax.imshow(values, cmap="RdBu", vmin=-limit, vmax=limit)
-    ax.set_xticks(range(len(noises)), [f"alt-text noise: {n}" for n in noises], fontsize=8)
+    for (i, j), (text, resolved) in texts.items():
+      dark = abs(values[i, j]) > 0.55 * limit
+      ax.text(j, i, text, ha="center", va="center", fontsize=8,
+              color="white" if dark else "black")
+      if resolved:
+        ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2.5))
+    ax.set_xticks(range(len(noises)), [f"noise: {n}" for n in noises], fontsize=8)
     ax.set_yticks(range(len(captions)), [f"captions: {c}" for c in captions], fontsize=8)
     ax.set_title(f"{label}\n(R@1 points, {style} queries)", fontsize=9)
   fig.suptitle(f"ALIP's gates by data regime ({budget} budget; * = 95 % interval excludes 0)",
@@ -236,7 +242,7 @@ def report(results_dir: str, styles=("human", "caption", "alt")) -> str:
     lines += ["#### How well the trained gates tell the noise kinds apart", ""]
     lines += gate_table(grid, budget) + [""]
     png = os.path.join(results_dir, f"regimes_heatmap_{budget}.png")
-    heatmap(grid, budget, styles[:2], png)
+    heatmap(grid, budget, styles, png)
     lines += [f"Heatmap: {png}", ""]
   text = "\n".join(lines)
   with open(os.path.join(results_dir, "regimes.md"), "w") as f:
