@@ -8,6 +8,7 @@ ArrayRecord data; Beam, TFDS, matplotlib, torch and W&B come with extras.
 from __future__ import annotations
 
 import importlib
+import logging
 
 # Top-level module → the extra that installs it.
 EXTRA_OF = {
@@ -40,3 +41,14 @@ def require(module: str, needed_for: str):
     if e.name is None or e.name.split(".")[0] != module.split(".")[0]:
       raise
     raise MissingExtra(message(module, needed_for)) from None
+
+
+def require_beam(needed_for: str):
+  """`require` for Beam's file systems, quietly: importing them, Beam's
+  BigQuery client logs "apitools not found" without Beam's GCP extras, and
+  none of our pipelines uses BigQuery."""
+  logging.disable(logging.WARNING)
+  try:
+    return require("apache_beam.io.filesystems", needed_for)
+  finally:
+    logging.disable(logging.NOTSET)

@@ -36,10 +36,13 @@ import json
 
 from absl import app, flags
 
-from alip_jax import console
+from alip_jax import console, extras
 from alip_jax.checkpointing import lease
-from alip_jax.curation import beam_filter, filtering
-from alip_jax.data import records
+
+extras.require_beam("alip-filter (the filter runs on Apache Beam)")
+
+from alip_jax.curation import beam_filter, filtering  # noqa: E402 -- after the check of [build]
+from alip_jax.data import records  # noqa: E402
 
 _SCORES = flags.DEFINE_string("scores", None, "Output directory of alip_jax.score.")
 _DATA = flags.DEFINE_string("data", None, "The scored split's data directory.")

@@ -19,10 +19,14 @@ RULES = [("w_sample>=0.5, noise_kind!=partial", None, None),
 
 
 def tree(out):
-  """{relative path: bytes} of every file under `out`."""
+  """{relative path: bytes} of every file under `out` that the filter writes
+  (made_by.json is what alip-filter's entry point records before either
+  filter runs: the in-memory one writes it itself, the Beam one does not)."""
   files = {}
   for root, _, names in os.walk(out):
     for name in names:
+      if name == "made_by.json":
+        continue
       path = os.path.join(root, name)
       files[os.path.relpath(path, out)] = open(path, "rb").read()
   return files

@@ -84,7 +84,7 @@ def test_orbax_checkpoints_round_trip_through_the_bucket(bucket):
   gs:// directory: the objects land in the bucket, and a fresh manager finds
   the step there and restores both."""
   import grain
-  directory = checkpointing.checkpoint_dir("gs://bucket/runs/small")
+  directory = rundir.checkpoint_dir("gs://bucket/runs/small")
   state = {"params": np.arange(6, dtype=np.float32).reshape(2, 3), "step": np.int32(7)}
   data_iter = iter(grain.MapDataset.range(10).to_iter_dataset())
   next(data_iter), next(data_iter)
@@ -149,7 +149,7 @@ def test_training_in_a_bucket_workdir_resumes_and_loads(bucket, tiny_corpus, mon
             f"checkpoints/{step}/state/_METADATA"} <= set(files)
     assert any(name.startswith(f"checkpoints/{step}/state/d/") for name in files)
     assert any(name.startswith(f"checkpoints/{step}/data_iter/") for name in files)
-  assert checkpointing.checkpoint_dir(workdir) == "gs://bucket/runs/alip/checkpoints"
+  assert rundir.checkpoint_dir(workdir) == "gs://bucket/runs/alip/checkpoints"
   # The params the run ended with, as its last checkpoint holds them.
   import orbax.checkpoint as ocp
   path = f"{rundir.checkpoint_dir(workdir)}/4/state"

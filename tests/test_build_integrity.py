@@ -361,6 +361,6 @@ def test_build_benchmark_peak_rss_sums_the_process_tree():
   child = hold.format(mib=200) + "import time; time.sleep(1.5)"
   parent = (hold.format(mib=100) +
             f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}])")
-  seconds, peak, _ = benchmark.measure([sys.executable, "-c", parent], None, dict(os.environ))
+  seconds, peak, _, _ = benchmark.measure([sys.executable, "-c", parent], None, dict(os.environ))
   assert 300 * 2**20 < peak < 400 * 2**20, peak / 2**20
   assert seconds >= 1.5

@@ -42,13 +42,7 @@ import time
 
 from alip_jax import extras
 
-# Beam's BigQuery client, imported with its file systems, logs "apitools not
-# found" without Beam's GCP extras; the builder uses no BigQuery.
-logging.disable(logging.WARNING)
-try:
-  extras.require("apache_beam.io.filesystems", "alip-build (the dataset builder)")
-finally:
-  logging.disable(logging.NOTSET)
+extras.require_beam("alip-build (the dataset builder)")
 
 from alip_jax.data import web  # noqa: E402 -- after the check of the [build] extra
 from alip_jax.data.records import shard_name
