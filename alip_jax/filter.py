@@ -66,6 +66,8 @@ def _main(argv):
   if not _KEEP.value and _TOP_FRACTION.value is None:
     raise app.UsageError("give --keep and/or --top_fraction")
   def run():
+    filtering.parse_rules(_KEEP.value)  # the rules checked before anything is written
+    filtering.check_top(_TOP_FRACTION.value, _BY.value)
     with lease.take(_OUT.value, "filter", _BREAK_LEASE.value):
       filtering.claim_output(_SCORES.value, _DATA.value, _SPLIT.value, _OUT.value, _KEEP.value,
                              _TOP_FRACTION.value, _BY.value, _SHARDS.value, _OVERWRITE.value)
