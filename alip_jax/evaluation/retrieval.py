@@ -98,11 +98,16 @@ def embed_in_batches(embed_fn, inputs: np.ndarray, batch_size: int, sharding=Non
   return np.concatenate(outputs)
 
 
-def recall_at_k(similarity: np.ndarray, positive: np.ndarray, ks=(1, 5, 10)) -> dict:
-  """similarity, positive: [queries, candidates]. Rank = #candidates scoring
-  strictly above the best positive; hit at K iff rank < K."""
+def ranks(similarity: np.ndarray, positive: np.ndarray) -> np.ndarray:
+  """similarity, positive: [queries, candidates] → each query's rank: the
+  number of candidates scoring strictly above its best positive."""
   best_positive = np.where(positive, similarity, -np.inf).max(axis=1)
-  rank = (similarity > best_positive[:, None]).sum(axis=1)
+  return (similarity > best_positive[:, None]).sum(axis=1)
+
+
+def recall_at_k(similarity: np.ndarray, positive: np.ndarray, ks=(1, 5, 10)) -> dict:
+  """Hit at K iff a query's rank (`ranks`) < K."""
+  rank = ranks(similarity, positive)
   return {k: float(np.mean(rank < k)) for k in ks}
 
 

@@ -40,7 +40,7 @@ import alip_jax
 from alip_jax import console, mesh as mesh_lib, state as state_lib, train
 from alip_jax.configs import demo as demo_configs
 from alip_jax.data import pipeline, records
-from alip_jax.evaluation import gates
+from alip_jax.evaluation import gates, retrieval
 from alip_jax.experiments import regimes_filtering, regimes_report
 from alip_jax.tools import synthetic
 
@@ -131,9 +131,8 @@ def query_ranks(run, data_dir: str) -> dict:
       part = slice(start, start + FOLD)
       similarity = image_emb[part] @ text_emb[part].T
       positive = group_ids[part][:, None] == group_ids[part][None, :]
-      for sim, pos, ranks in ((similarity, positive, i2t), (similarity.T, positive.T, t2i)):
-        best = np.where(pos, sim, -np.inf).max(axis=1)
-        ranks.append((sim > best[:, None]).sum(axis=1))
+      i2t.append(retrieval.ranks(similarity, positive))
+      t2i.append(retrieval.ranks(similarity.T, positive.T))
     out[style] = {"i2t": np.concatenate(i2t), "t2i": np.concatenate(t2i)}
   return out
 

@@ -153,18 +153,9 @@ def run(model_dir: str, inputs: list[str], out: str, num_shards: int = 1,
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                    epilog="Any other flag is a Beam pipeline option.")
-  parser.add_argument("--model", required=True, help="a local save_pretrained directory")
-  parser.add_argument("--input", action="append", required=True)
+  caption.add_captioner_flags(parser)
   parser.add_argument("--out", required=True, help="prefix of the captions JSONL shards")
   parser.add_argument("--num_shards", type=int, default=1)
-  parser.add_argument("--batch_size", type=int, default=32)
-  parser.add_argument("--max_new_tokens", type=int, default=30)
-  parser.add_argument("--num_beams", type=int, default=1)
-  parser.add_argument("--prompt", default="")
-  parser.add_argument("--device", default="cpu")
-  parser.add_argument("--image_column", default="image")
-  parser.add_argument("--text_column", default="text")
-  parser.add_argument("--key_column", default="key")
   args, beam_args = parser.parse_known_args(argv)
   stats = run(args.model, args.input, args.out, args.num_shards,
               beam_args or ["--direct_running_mode=in_memory"],

@@ -130,11 +130,11 @@ def run_in_python(python: str, model_dir: str, inputs: list[str], out: str,
   return out
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_captioner_flags(parser: argparse.ArgumentParser) -> None:
+  """The flags this captioner and its Beam stage (beam_caption.py) share:
+  the model, the inputs and their columns, and how to generate."""
   parser.add_argument("--model", required=True, help="a local save_pretrained directory")
   parser.add_argument("--input", action="append", required=True)
-  parser.add_argument("--out", required=True, help="captions JSONL (appended to)")
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--max_new_tokens", type=int, default=30)
   parser.add_argument("--num_beams", type=int, default=1)
@@ -143,6 +143,12 @@ def main(argv=None):
   parser.add_argument("--image_column", default="image")
   parser.add_argument("--text_column", default="text")
   parser.add_argument("--key_column", default="key")
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  add_captioner_flags(parser)
+  parser.add_argument("--out", required=True, help="captions JSONL (appended to)")
   parser.add_argument("--no_progress", action="store_true",
                       help="no progress bar (there is none anyway when stderr is not a terminal)")
   args = parser.parse_args(argv)
